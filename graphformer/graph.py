@@ -1,0 +1,394 @@
+r"""The token DAG: :class:`CausalGraph` and the one place it becomes a plain edge list.
+
+A :class:`CausalGraph` groups nodes into sequences (contiguous runs of nodes, like a
+PyG mini-batch) and describes which source ``j`` may send a message to which target
+``i`` by a *rule* composed of primitives:
+
+* causal (``pos_j <= pos_i``, self-loops included) or full (every pair in the sequence);
+* a sliding window of width ``w`` (``pos_i - pos_j < w``);
+* document boundaries inside a packed sequence (same document id only);
+* explicit extra or removed edges;
+
+or by an explicit edge list (:meth:`CausalGraph.from_edge_index`). It offers three views
+of the same edge set: :attr:`edge_index` for layers that want a list, :meth:`dense_mask`
+for fused SDPA kernels, and :meth:`block_mask` for FlexAttention.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["CausalGraph", "as_edge_index", "check_edge_index"]
+
+
+def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
+                     name: str = "edge_index") -> None:
+    r"""Raises a clear error when ``edge_index`` is not a valid ``[2, E]`` index tensor
+    (for ``num_nodes`` nodes, when given)."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [2, E] or a CausalGraph, "
+                        f"got {type(edge_index).__name__}")
+    if edge_index.dtype not in (torch.long, torch.int32, torch.int64):
+        raise TypeError(f"{name} must hold integer node indices (torch.long), "
+                        f"got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"{name} must have shape [2, E], got {list(edge_index.shape)}")
+    if edge_index.numel() > 0:
+        low, high = int(edge_index.min()), int(edge_index.max())
+        if low < 0:
+            raise ValueError(f"{name} has a negative node index ({low})")
+        if num_nodes is not None and high >= num_nodes:
+            raise ValueError(f"{name} has node {high} but x has {num_nodes} rows")
+
+
+def _as_long(t: Union[Tensor, Sequence[int]], name: str) -> Tensor:
+    t = torch.as_tensor(t)
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
+    return t.long()
+
+
+class CausalGraph:
+    r"""A token DAG: nodes grouped into sequences, edges ``(j, i)`` from source ``j`` to
+    target ``i`` of the same sequence given by a rule or an explicit list.
+
+    With the causal rule the edge set of a sequence of length :math:`T` is
+
+    .. math::
+        \mathcal{E} = \{(j, i) : 0 \le j \le i < T,\; i - j < w,\; d_j = d_i\}
+        \cup \mathcal{E}_{+} \setminus \mathcal{E}_{-}
+
+    with window :math:`w` (infinite by default), document ids :math:`d` (all equal by
+    default), and explicit extra/removed edges :math:`\mathcal{E}_{\pm}`. Messages follow
+    PyG's ``source_to_target`` flow. Nodes of sequence ``b`` are the contiguous range
+    ``ptr[b]:ptr[b+1]``; a node's position is its offset in that range.
+
+    Build one with :meth:`from_lengths`, :meth:`from_batch` or :meth:`from_edge_index`;
+    compose rules with :meth:`with_window`, :meth:`with_documents`, :meth:`add_edges`
+    and :meth:`remove_edges` (each returns a new graph).
+
+    Args:
+        ptr (torch.Tensor): sequence boundaries ``[B + 1]``, ``ptr[0] = 0``.
+        causal (bool): ``True`` for the causal rule ``j <= i``, ``False`` for full
+            (bidirectional) attention inside each sequence.
+        window (int, optional): sliding-window width ``w``.
+        document (torch.Tensor, optional): a document id per node; only nodes of the same
+            document are connected.
+        extra_edges (torch.Tensor, optional): ``[2, E+]`` global edges to add.
+        removed_edges (torch.Tensor, optional): ``[2, E-]`` global edges to remove.
+        explicit (torch.Tensor, optional): ``[2, E]`` the whole edge set (the rule is
+            then ignored).
+    """
+
+    def __init__(self, ptr: Tensor, *, causal: bool = True, window: Optional[int] = None,
+                 document: Optional[Tensor] = None, extra_edges: Optional[Tensor] = None,
+                 removed_edges: Optional[Tensor] = None,
+                 explicit: Optional[Tensor] = None) -> None:
+        ptr = _as_long(ptr, "ptr")
+        if ptr.dim() != 1 or ptr.numel() < 2 or int(ptr[0]) != 0:
+            raise ValueError("ptr must be a 1-D tensor [B + 1] starting at 0 with B >= 1")
+        lengths = ptr[1:] - ptr[:-1]
+        if bool((lengths < 0).any()):
+            raise ValueError("ptr must be non-decreasing (sequence lengths >= 0)")
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a positive int, got {window!r}")
+        self.ptr = ptr
+        self.lengths = lengths
+        self.causal = bool(causal)
+        self.window = window
+        self.num_nodes = int(ptr[-1])
+        self.num_sequences = int(lengths.numel())
+        self.max_length = int(lengths.max()) if self.num_sequences else 0
+        self.batch = torch.repeat_interleave(
+            torch.arange(self.num_sequences, device=ptr.device), lengths)
+        self.position = torch.arange(self.num_nodes, device=ptr.device) - ptr[:-1][self.batch]
+        if document is not None:
+            document = _as_long(document, "document").to(ptr.device)
+            if document.shape != (self.num_nodes,):
+                raise ValueError(f"document must have one id per node ({self.num_nodes}), "
+                                 f"got shape {list(document.shape)}")
+        self.document = document
+        self.extra_edges = self._checked(extra_edges, "extra edges")
+        self.removed_edges = self._checked(removed_edges, "removed edges")
+        self.explicit = self._checked(explicit, "edge_index")
+        self._edge_index: Optional[Tensor] = None
+        self._dense: Optional[Tensor] = None
+        self._block_masks: dict = {}
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_lengths(cls, lengths: Union[Tensor, Sequence[int]], *,
+                     window: Optional[int] = None, causal: bool = True) -> "CausalGraph":
+        r"""One sequence per entry of ``lengths``, nodes laid out one sequence after
+        the other."""
+        lengths = _as_long(lengths, "lengths").flatten()
+        if lengths.numel() == 0 or bool((lengths < 1).any()):
+            raise ValueError(f"lengths must be positive integers, got {lengths.tolist()}")
+        ptr = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+        return cls(ptr, causal=causal, window=window)
+
+    @classmethod
+    def from_batch(cls, batch: Tensor, *, window: Optional[int] = None,
+                   causal: bool = True) -> "CausalGraph":
+        r"""From a PyG ``batch`` vector (sorted, as produced by a ``DataLoader``)."""
+        batch = _as_long(batch, "batch")
+        if batch.dim() != 1 or batch.numel() == 0:
+            raise ValueError("batch must be a non-empty 1-D tensor")
+        if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
+            raise ValueError("batch must be sorted and non-negative: the nodes of a "
+                             "sequence must be contiguous and in order")
+        counts = torch.bincount(batch)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(ptr, causal=causal, window=window)
+
+    @classmethod
+    def from_edge_index(cls, edge_index: Tensor, batch: Tensor, *,
+                        causal: bool = True) -> "CausalGraph":
+        r"""Any graph whose nodes form sequences (given by ``batch``). With
+        ``causal=True`` no edge may point forward in time (``pos_j > pos_i``), which also
+        rules out cycles other than self-loops."""
+        graph = cls.from_batch(batch, causal=causal)
+        return cls(graph.ptr, causal=causal, explicit=edge_index)
+
+    # ------------------------------------------------------------------ composition
+    def _replace(self, **changes: Any) -> "CausalGraph":
+        kwargs = dict(causal=self.causal, window=self.window, document=self.document,
+                      extra_edges=self.extra_edges, removed_edges=self.removed_edges,
+                      explicit=self.explicit)
+        kwargs.update(changes)
+        return CausalGraph(self.ptr, **kwargs)
+
+    def with_window(self, window: Optional[int]) -> "CausalGraph":
+        r"""The same graph with a sliding window of width ``window``."""
+        self._no_explicit("a window")
+        return self._replace(window=window)
+
+    def with_documents(self, document: Tensor) -> "CausalGraph":
+        r"""The same graph cut at document boundaries (``document``: an id per node)."""
+        self._no_explicit("documents")
+        return self._replace(document=document)
+
+    def add_edges(self, edge_index: Tensor) -> "CausalGraph":
+        r"""The same graph plus the global edges ``edge_index`` ``[2, E]``."""
+        if self.explicit is not None:
+            return self._replace(explicit=torch.cat([self.explicit, edge_index.to(self.ptr.device)], 1))
+        extra = edge_index if self.extra_edges is None else torch.cat([self.extra_edges, edge_index], 1)
+        return self._replace(extra_edges=extra)
+
+    def remove_edges(self, edge_index: Tensor) -> "CausalGraph":
+        r"""The same graph without the global edges ``edge_index`` ``[2, E]``."""
+        self._checked(edge_index, "removed edges")
+        if self.explicit is not None:
+            keep = ~_isin_pairs(self.explicit, edge_index, self.num_nodes)
+            return self._replace(explicit=self.explicit[:, keep])
+        removed = edge_index if self.removed_edges is None else torch.cat([self.removed_edges, edge_index], 1)
+        return self._replace(removed_edges=removed)
+
+    def _no_explicit(self, what: str) -> None:
+        if self.explicit is not None:
+            raise ValueError(f"cannot add {what} to a CausalGraph given by an explicit edge "
+                             "list: filter the edge list instead")
+
+    def _checked(self, edges: Optional[Tensor], name: str) -> Optional[Tensor]:
+        if edges is None:
+            return None
+        check_edge_index(edges, self.num_nodes, name=name)
+        edges = edges.long().to(self.ptr.device)
+        if edges.numel() == 0:
+            return edges
+        src, dst = edges
+        if bool((self.batch[src] != self.batch[dst]).any()):
+            bad = int((self.batch[src] != self.batch[dst]).nonzero()[0])
+            raise ValueError(f"{name} has edge ({int(src[bad])}, {int(dst[bad])}) between "
+                             "two different sequences")
+        if self.causal:
+            forward = self.position[src] > self.position[dst]
+            if bool(forward.any()):
+                bad = int(forward.nonzero()[0])
+                raise ValueError(
+                    f"{name} has edge ({int(src[bad])} -> {int(dst[bad])}) pointing forward in "
+                    f"time (source position {int(self.position[src[bad]])} > target position "
+                    f"{int(self.position[dst[bad]])}); a causal graph must be a DAG with j <= i")
+        return edges
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_rule_only(self) -> bool:
+        r"""``True`` when the edges follow the rule alone (no explicit edge changes)."""
+        return self.explicit is None and self.extra_edges is None and self.removed_edges is None
+
+    @property
+    def is_dense(self) -> bool:
+        r"""``True`` when every sequence is fully causal (or fully connected): the case of
+        ``scaled_dot_product_attention(is_causal=...)`` without a mask."""
+        return self.is_rule_only and self.window is None and self.document is None
+
+    @property
+    def is_uniform(self) -> bool:
+        r"""``True`` when all sequences have the same length (padding-free layout)."""
+        return bool((self.lengths == self.max_length).all())
+
+    @property
+    def device(self) -> torch.device:
+        return self.ptr.device
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.size(1))
+
+    def to(self, device: Union[str, torch.device]) -> "CausalGraph":
+        r"""The same graph on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        g = CausalGraph(self.ptr.to(device), causal=self.causal, window=self.window,
+                        document=move(self.document), extra_edges=move(self.extra_edges),
+                        removed_edges=move(self.removed_edges), explicit=move(self.explicit))
+        g._edge_index = move(self._edge_index)
+        g._dense = move(self._dense)
+        return g
+
+    # ------------------------------------------------------------------ padded layout
+    @property
+    def dense_index(self) -> Tensor:
+        r"""Row of each node in the padded ``[B * T]`` layout."""
+        return self.batch * self.max_length + self.position
+
+    def to_padded(self, x: Tensor) -> Tensor:
+        r"""Node features ``[N, ...]`` to the padded layout ``[B, T, ...]`` (zeros in
+        padding). A view, without a copy, when all sequences have the same length."""
+        B, T = self.num_sequences, self.max_length
+        if self.is_uniform:
+            return x.view(B, T, *x.shape[1:])
+        out = x.new_zeros(B * T, *x.shape[1:])
+        out = out.index_copy(0, self.dense_index, x)
+        return out.view(B, T, *x.shape[1:])
+
+    def from_padded(self, x: Tensor) -> Tensor:
+        r"""The inverse of :meth:`to_padded`: ``[B, T, ...]`` to ``[N, ...]``."""
+        if self.is_uniform:
+            return x.reshape(self.num_nodes, *x.shape[2:])
+        return x.reshape(-1, *x.shape[2:]).index_select(0, self.dense_index)
+
+    # ------------------------------------------------------------------ views
+    def dense_mask(self) -> Tensor:
+        r"""``[B, T, T]`` boolean mask; ``mask[b, i, j]`` is ``True`` when position ``j``
+        of sequence ``b`` sends a message to position ``i``. Padding rows and columns are
+        ``False``. Cached."""
+        if self._dense is None:
+            self._dense = self._build_dense_mask()
+        return self._dense
+
+    def _build_dense_mask(self) -> Tensor:
+        B, T, dev = self.num_sequences, self.max_length, self.device
+        if self.explicit is not None:
+            mask = torch.zeros(B * T * T, dtype=torch.bool, device=dev)
+            mask[self._flat_pair_index(self.explicit)] = True
+            return mask.view(B, T, T)
+        pos = torch.arange(T, device=dev)
+        valid = pos.unsqueeze(0) < self.lengths.unsqueeze(1)  # [B, T]
+        mask = valid.unsqueeze(2) & valid.unsqueeze(1)
+        if self.causal:
+            mask = mask & (pos.view(T, 1) >= pos.view(1, T))
+        if self.window is not None:
+            mask = mask & ((pos.view(T, 1) - pos.view(1, T)).abs() < self.window)
+        if self.document is not None:
+            doc = self.to_padded(self.document)
+            mask = mask & (doc.unsqueeze(2) == doc.unsqueeze(1))
+        if self.extra_edges is not None or self.removed_edges is not None:
+            mask = mask.reshape(-1).clone()
+            if self.extra_edges is not None:
+                mask[self._flat_pair_index(self.extra_edges)] = True
+            if self.removed_edges is not None:
+                mask[self._flat_pair_index(self.removed_edges)] = False
+            mask = mask.view(B, T, T)
+        return mask
+
+    def _flat_pair_index(self, edges: Tensor) -> Tensor:
+        src, dst = edges
+        T = self.max_length
+        return (self.batch[dst] * T + self.position[dst]) * T + self.position[src]
+
+    @property
+    def edge_index(self) -> Tensor:
+        r"""``[2, E]`` edge list (row 0 sources, row 1 targets), sorted by target then
+        source, without duplicates. Built lazily and cached."""
+        if self._edge_index is None:
+            if self.explicit is not None:
+                self._edge_index = _coalesce_by_target(self.explicit, self.num_nodes)
+            else:
+                b, i, j = self.dense_mask().nonzero(as_tuple=True)
+                start = self.ptr[:-1][b]
+                self._edge_index = torch.stack([start + j, start + i])
+        return self._edge_index
+
+    def block_mask(self, block_size: int = 128, num_heads: Optional[int] = None):
+        r"""A FlexAttention ``BlockMask`` of the same edge set, over the padded
+        ``[B, T]`` layout. Rules are expressed as closed-form ``mask_mod`` functions so
+        FlexAttention can skip empty blocks; explicit edges are looked up in
+        :meth:`dense_mask`. Cached per ``block_size``."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        key = (block_size, num_heads)
+        if key not in self._block_masks:
+            B, T = self.num_sequences, self.max_length
+            self._block_masks[key] = create_block_mask(
+                self.mask_mod(), B, num_heads, T, T, device=str(self.device),
+                BLOCK_SIZE=block_size)
+        return self._block_masks[key]
+
+    def mask_mod(self):
+        r"""The edge rule as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx)``."""
+        if not self.is_rule_only:
+            dense = self.dense_mask()
+
+            def lookup(b, h, q_idx, kv_idx):
+                return dense[b, q_idx, kv_idx]
+            return lookup
+
+        lengths, causal, window = self.lengths, self.causal, self.window
+        doc = None if self.document is None else self.to_padded(self.document)
+
+        def rule(b, h, q_idx, kv_idx):
+            length = lengths[b]
+            allowed = (q_idx < length) & (kv_idx < length)
+            if causal:
+                allowed = allowed & (kv_idx <= q_idx)
+            if window is not None:
+                allowed = allowed & ((q_idx - kv_idx).abs() < window)
+            if doc is not None:
+                allowed = allowed & (doc[b, q_idx] == doc[b, kv_idx])
+            return allowed
+        return rule
+
+    def __repr__(self) -> str:
+        parts = [f"num_nodes={self.num_nodes}", f"num_sequences={self.num_sequences}",
+                 f"max_length={self.max_length}"]
+        if not self.causal:
+            parts.append("causal=False")
+        if self.window is not None:
+            parts.append(f"window={self.window}")
+        if self.document is not None:
+            parts.append("documents")
+        if self.explicit is not None:
+            parts.append(f"explicit_edges={self.explicit.size(1)}")
+        return f"{self.__class__.__name__}({', '.join(parts)})"
+
+
+def _coalesce_by_target(edge_index: Tensor, num_nodes: int) -> Tensor:
+    key = edge_index[1] * num_nodes + edge_index[0]
+    key = torch.unique(key)  # sorted, deduplicated
+    return torch.stack([key % num_nodes, key // num_nodes])
+
+
+def _isin_pairs(edges: Tensor, query: Tensor, num_nodes: int) -> Tensor:
+    return torch.isin(edges[1] * num_nodes + edges[0], query[1].long() * num_nodes + query[0].long())
+
+
+def as_edge_index(edge_index: Union[Tensor, CausalGraph]) -> Tensor:
+    r"""The one place a :class:`CausalGraph` becomes the plain ``[2, E]`` tensor that
+    PyG layers (``GCNConv``, ``GINConv``, ``GATConv``, ...) understand; tensors pass
+    through unchanged."""
+    if isinstance(edge_index, CausalGraph):
+        return edge_index.edge_index
+    return edge_index

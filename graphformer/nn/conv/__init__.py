@@ -1,0 +1,7 @@
+r"""The layers: every one a PyG ``MessagePassing`` called ``conv(x, edge_index)`` where
+``edge_index`` is a ``[2, E]`` tensor or a :class:`~graphformer.graph.CausalGraph`."""
+from graphformer.nn.conv.attention import AttentionConv, rotary_embedding
+from graphformer.nn.conv.deepsets import DeepSetsConv
+from graphformer.nn.conv.feedforward import FeedForward
+
+__all__ = ["AttentionConv", "DeepSetsConv", "FeedForward", "rotary_embedding"]

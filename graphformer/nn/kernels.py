@@ -1,0 +1,178 @@
+r"""Attention kernels behind :class:`~graphformer.nn.AttentionConv`, and the one
+dispatch function that picks the fastest *exact* kernel for a graph.
+
+Every kernel computes, for each target node :math:`i` and head :math:`h`,
+
+.. math::
+    \mathbf{o}_i = \sum_{j \in \mathcal{N}(i)} \alpha_{ij} \mathbf{v}_j, \qquad
+    \alpha_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
+    \left(\frac{\mathbf{q}_i^\top \mathbf{k}_j}{\sqrt{d}}\right),
+
+with :math:`\mathbf{o}_i = 0` when :math:`\mathcal{N}(i)` is empty (never NaN):
+
+* ``"edge"``: the reference. Gathers a score per edge, PyG's segment ``softmax``, a
+  scatter-sum of the messages. Runs on any graph.
+* ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` on the padded
+  ``[B, H, T, d]`` layout of a :class:`~graphformer.graph.CausalGraph`, with
+  ``is_causal=True`` for dense causal graphs and a boolean ``attn_mask`` otherwise.
+* ``"flex"``: FlexAttention with the graph's ``BlockMask`` (CUDA; forward-only on CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.utils import scatter, softmax
+
+from graphformer.graph import CausalGraph
+
+__all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention", "edge_scores",
+           "sdpa_attention", "flex_attention"]
+
+KERNELS = ("auto", "edge", "sdpa", "flex")
+
+#: Below this share of allowed (query, key) pairs in the padded ``[B, T, T]`` layout,
+#: ``"auto"`` prefers the edge-wise kernel to masked SDPA: the edge path costs about
+#: 30x more per pair than a fused dense product, so sparser graphs are cheaper edge-wise.
+DENSE_MIN_DENSITY = 1.0 / 32
+
+#: FlexAttention is chosen by ``"auto"`` on CUDA for structured (masked) graphs with
+#: sequences at least this long, where skipping empty blocks beats masked SDPA.
+FLEX_MIN_LENGTH = 512
+
+
+def edge_scores(q: Tensor, k: Tensor, edge_index: Tensor) -> Tensor:
+    r"""Scaled dot products :math:`\mathbf{q}_i^\top\mathbf{k}_j/\sqrt{d}` per edge and
+    head, ``[E, H]``."""
+    src, dst = edge_index[0], edge_index[1]
+    return (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) / math.sqrt(q.size(-1))
+
+
+def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
+                   dropout: float = 0.0, training: bool = False,
+                   return_weights: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""The edge-wise reference kernel on any graph: ``q, k, v`` are ``[N, H, d]``,
+    ``edge_index`` is ``[2, E]`` (source, target). Returns ``[N, H, d]`` (and the
+    attention weights ``[E, H]`` when ``return_weights``)."""
+    num_nodes = q.size(0)
+    src, dst = edge_index[0], edge_index[1]
+    alpha = softmax(edge_scores(q, k, edge_index), dst, num_nodes=num_nodes)
+    weights = alpha
+    if dropout > 0.0 and training:
+        alpha = F.dropout(alpha, p=dropout, training=True)
+    messages = v.index_select(0, src) * alpha.unsqueeze(-1)
+    out = scatter(messages, dst, dim=0, dim_size=num_nodes, reduce="sum")
+    return (out, weights) if return_weights else out
+
+
+def _padded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
+    # [N, H, d] -> [B, H, T, d]
+    return graph.to_padded(t).transpose(1, 2)
+
+
+def _unpadded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
+    # [B, H, T, d] -> [N, H, d]
+    return graph.from_padded(t.transpose(1, 2))
+
+
+def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
+    r"""The dense mask with empty rows opened (so no kernel sees a row of -inf) and the
+    ``[B, 1, T, 1]`` indicator of rows that really have a key (``None`` if all do)."""
+    mask = graph.dense_mask()
+    has_key = mask.any(-1)
+    if bool(has_key.all()):
+        return mask, None
+    mask = mask | ~has_key.unsqueeze(-1)
+    return mask, has_key.view(mask.size(0), 1, mask.size(1), 1)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
+                   dropout: float = 0.0, training: bool = False) -> Tensor:
+    r"""Fused SDPA on the padded layout: ``is_causal`` when the graph is dense causal,
+    a boolean mask otherwise. ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``."""
+    p = dropout if training else 0.0
+    qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
+    # Right padding never leaks into real rows under the causal rule (padded keys come
+    # after every real query), so the unmasked causal kernel stays exact with padding.
+    if graph.is_dense and (graph.causal or graph.is_uniform):
+        out = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=p, is_causal=graph.causal)
+        return _unpadded_heads(graph, out)
+    mask, has_key = _masked_rows(graph)
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask.unsqueeze(1), dropout_p=p)
+    if has_key is not None:
+        out = torch.where(has_key, out, torch.zeros((), dtype=out.dtype, device=out.device))
+    return _unpadded_heads(graph, out)
+
+
+_compiled_flex = None
+
+
+def _flex():
+    global _compiled_flex
+    if _compiled_flex is None:
+        from torch.nn.attention.flex_attention import flex_attention as flex
+        _compiled_flex = torch.compile(flex, dynamic=False)
+    return _compiled_flex
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph) -> Tensor:
+    r"""FlexAttention with the graph's ``BlockMask``; rows with no key give 0."""
+    qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
+    out = _flex()(qp, kp, vp, block_mask=graph.block_mask())
+    return _unpadded_heads(graph, out)
+
+
+def choose_kernel(graph: Union[Tensor, CausalGraph], device: torch.device,
+                  kernel: str = "auto", *, needs_grad: bool = False,
+                  dropout: float = 0.0) -> str:
+    r"""The kernel that runs ``kernel`` (``"auto"`` picks the fastest exact one) on
+    ``graph``, or a :class:`ValueError` that says why a forced kernel cannot run and
+    which one can."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    is_graph = isinstance(graph, CausalGraph)
+    if kernel == "auto":
+        if not is_graph:
+            return "edge"
+        if graph.is_dense:
+            return "sdpa"
+        density = graph.num_edges / max(1, int((graph.lengths ** 2).sum()))
+        if density < DENSE_MIN_DENSITY:
+            return "edge"
+        if (device.type == "cuda" and graph.max_length >= FLEX_MIN_LENGTH
+                and dropout == 0.0):
+            return "flex"
+        return "sdpa"
+    if kernel in ("sdpa", "flex") and not is_graph:
+        raise ValueError(
+            f"kernel={kernel!r} needs nodes grouped into sequences: pass a CausalGraph "
+            "(e.g. CausalGraph.from_edge_index(edge_index, batch, causal=False)) or "
+            "`batch=`; kernel='edge' runs on any edge_index")
+    if kernel == "flex":
+        if device.type != "cuda" and needs_grad:
+            raise ValueError(
+                "kernel='flex' cannot train on CPU: FlexAttention's backward is not "
+                "implemented there (forward-only under torch.no_grad()); use kernel='sdpa'")
+        if dropout > 0.0:
+            raise ValueError("kernel='flex' has no attention dropout; use kernel='sdpa' "
+                             "or set dropout=0")
+    return kernel
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph],
+              kernel: str = "auto", *, dropout: float = 0.0,
+              training: bool = False) -> Tensor:
+    r"""The one dispatch function: attention of ``q, k, v`` (``[N, H, d]``) over the
+    incoming edges of ``graph`` with ``kernel`` (see :func:`choose_kernel`)."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    kernel = choose_kernel(graph, q.device, kernel, needs_grad=needs_grad,
+                           dropout=dropout if training else 0.0)
+    if kernel == "edge":
+        edge_index = graph.edge_index if isinstance(graph, CausalGraph) else graph
+        return edge_attention(q, k, v, edge_index, dropout=dropout, training=training)
+    if kernel == "sdpa":
+        return sdpa_attention(q, k, v, graph, dropout=dropout, training=training)
+    return flex_attention(q, k, v, graph)
