@@ -1,0 +1,668 @@
+r"""Text corpora for language modelling on the causal DAG.
+
+Three sources of tokens, one batching interface:
+
+* :func:`generate_stories`: a deterministic generated corpus of simple stories, the default
+  corpus, so that a benchmark runs on a fresh machine with no data;
+* :class:`TextCorpus`: plain UTF-8 text with a character-level vocabulary
+  (:class:`CharTokenizer`), the last ``val_fraction`` of the characters held out for validation,
+  as nanoGPT's ``shakespeare_char`` does;
+* :class:`BinCorpus`: nanoGPT-style ``train.bin`` / ``val.bin`` files of ``uint16`` token ids,
+  for corpora tokenized elsewhere.
+
+Every corpus offers :meth:`Corpus.get_batch`, which draws random windows from a split with a
+:class:`torch.Generator`: the generator's state *is* the data position, so saving and restoring it
+continues a run exactly, and every process of a distributed run can draw the same global batch
+and take its own slice of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "STORY_SEPARATOR",
+    "generate_stories",
+    "CharTokenizer",
+    "Corpus",
+    "TextCorpus",
+    "BinCorpus",
+    "load_corpus",
+]
+
+#: The text between two generated stories (a blank line).
+STORY_SEPARATOR = "\n\n"
+
+# --------------------------------------------------------------------------------------------
+# A small probabilistic grammar of stories
+# --------------------------------------------------------------------------------------------
+
+_GIRLS = ["Lily", "Mia", "Anna", "Sara", "Emma", "Zoe", "Lucy", "Ella", "Rosa", "Nina", "Amy",
+          "Kate", "Ruby", "Jill", "Maya", "Ivy"]
+_BOYS = ["Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Finn", "Noah", "Oscar", "Jake",
+         "Luke", "Dan", "Eli", "Hugo", "Milo"]
+_KINDS = {"she": ["girl", "cat", "bunny", "duck", "mouse", "princess"],
+          "he": ["boy", "dog", "bear", "frog", "fox", "puppy"]}
+_PRONOUNS = {"she": ("she", "her", "her", "herself"), "he": ("he", "him", "his", "himself")}
+_TRAITS = ["little", "kind", "brave", "shy", "curious", "happy", "clever", "gentle", "silly",
+           "small"]
+_FEELINGS_GOOD = ["happy", "glad", "proud", "excited"]
+_FEELINGS_BAD = ["sad", "scared", "worried", "upset"]
+_RELATIONS = {"she": ["friend", "sister", "cousin", "neighbor"],
+              "he": ["friend", "brother", "cousin", "neighbor"]}
+# place, being there, going there, what one sees there
+_PLACES = [
+    ("park", "in the park", "to the park",
+     ["a big tree", "a pond", "a long slide", "some ducks"]),
+    ("forest", "in the forest", "into the forest",
+     ["a tall tree", "a little path", "a quiet owl", "some mushrooms"]),
+    ("garden", "in the garden", "into the garden",
+     ["a red rose", "a busy bee", "a small pond", "a row of carrots"]),
+    ("beach", "at the beach", "to the beach",
+     ["the blue sea", "a big wave", "a sand castle", "a crab"]),
+    ("farm", "on the farm", "to the farm", ["a brown cow", "a noisy pig", "a red barn", "some hens"]),
+    ("school", "at school", "to school", ["a big map", "a box of crayons", "a fish tank", "a swing"]),
+    ("lake", "by the lake", "to the lake",
+     ["a little boat", "a green frog", "a wooden dock", "some swans"]),
+    ("hill", "on the hill", "up the hill",
+     ["a windmill", "a field of flowers", "some sheep", "a big rock"]),
+    ("town", "in the town", "into town", ["a bakery", "a toy shop", "a fountain", "a red bus"]),
+    ("kitchen", "in the kitchen", "into the kitchen",
+     ["a warm oven", "a jar of cookies", "a big pot", "a sleepy cat"]),
+]
+_TIMID = {"little", "shy", "gentle", "small"}
+_COLORS = ["red", "blue", "green", "yellow", "pink", "purple", "orange", "white", "shiny",
+           "golden"]
+# object, what one does with it
+_OBJECTS = [
+    ("ball", "play catch with it"), ("kite", "fly it high in the sky"),
+    ("book", "read it"), ("hat", "wear it"), ("box", "open it"), ("shell", "keep it"),
+    ("flower", "give it to mom"), ("key", "find the door it opens"),
+    ("cake", "share it"), ("boat", "sail it on the water"), ("drum", "play a song on it"),
+    ("balloon", "hold it tight"), ("car", "race it"), ("cup", "fill it with juice"),
+]
+_ACTIVITIES = ["play outside", "sing songs", "draw pictures", "run fast", "jump in puddles",
+               "look at the stars", "build towers", "read books", "help mom", "dance"]
+_TIMES = ["One day", "One sunny morning", "One rainy afternoon", "One evening",
+          "On a warm day", "One cold morning"]
+_OPENINGS = ["Once upon a time, there was", "There once was", "Once there was"]
+_ENDINGS = ["The end.", "And they all lived happily.", "It was the best day ever.",
+            "They never forgot that day."]
+
+
+class _Character:
+    def __init__(self, rng: random.Random, avoid: Iterable[str] = ()):
+        self.gender = rng.choice(["she", "he"])
+        names = [n for n in (_GIRLS if self.gender == "she" else _BOYS) if n not in avoid]
+        self.name = rng.choice(names)
+        self.kind = rng.choice(_KINDS[self.gender])
+        self.trait = rng.choice(_TRAITS)
+        self.subj, self.obj, self.poss, self.refl = _PRONOUNS[self.gender]
+
+    @property
+    def Subj(self) -> str:
+        return self.subj.capitalize()
+
+    @property
+    def Poss(self) -> str:
+        return self.poss.capitalize()
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _story(rng: random.Random) -> str:
+    c = rng.choice
+    hero = _Character(rng)
+    friend = _Character(rng, avoid=[hero.name])
+    place, at_place, to_place, sights = c(_PLACES)
+    color = c(_COLORS)
+    obj, use = c(_OBJECTS)
+    thing = f"{color} {obj}"
+    relation = c(_RELATIONS[friend.gender])
+    good, bad = c(_FEELINGS_GOOD), c(_FEELINGS_BAD)
+
+    s = [f"{c(_OPENINGS)} {_a(hero.trait)} {hero.kind} named {hero.name}."]
+    s.append(c([f"{hero.Subj} loved to {c(_ACTIVITIES)}.",
+                f"{hero.Subj} lived near the {place} and loved to {c(_ACTIVITIES)}.",
+                f"Every day, {hero.name} liked to {c(_ACTIVITIES)} with {hero.poss} "
+                f"{relation} {friend.name}."]))
+    plot = rng.randrange(4)
+    if plot == 0:  # finds something, a friend wants it, they share
+        s.append(f"{c(_TIMES)}, {hero.name} found {_a(thing)} {at_place}.")
+        s.append(f"{hero.Subj} wanted to {use}.")
+        s.append(f"Then {friend.name} the {friend.kind} came by. {friend.Subj} saw the {obj} "
+                 f"and wanted it too.")
+        s.append(f'"Can I have the {obj}?" asked {friend.name}.')
+        s.append(f"{hero.name} felt {bad}. {hero.Subj} did not want to give away "
+                 f"{hero.poss} {thing}.")
+        s.append(f"Then {hero.subj} had an idea. " f'"Let\'s share it!" said {hero.name}.')
+        s.append(f"{hero.name} and {friend.name} took turns with the {obj}. "
+                 f"They were both {good}.")
+        moral = "that sharing makes everyone happy"
+    elif plot == 1:  # loses something, a friend helps find it
+        s.append(f"{hero.Subj} had {_a(thing)} that {hero.subj} loved very much.")
+        s.append(f"{c(_TIMES)}, {hero.name} took the {obj} {to_place}.")
+        s.append(f"{hero.Subj} saw {c(sights)} and ran to look. When {hero.subj} came back, "
+                 f"the {obj} was gone!")
+        s.append(f"{hero.name} was very {bad}. {hero.Subj} began to cry.")
+        s.append(f'{friend.name} the {friend.kind} heard {hero.obj}. "Why are you crying?" '
+                 f"asked {friend.name}.")
+        s.append(f'"I lost my {thing}," said {hero.name}.')
+        s.append(f'"I will help you," said {friend.name}. They looked everywhere.')
+        s.append(f"At last, {friend.name} found the {obj} near {c(sights)}.")
+        s.append(f'"Thank you!" said {hero.name}. {hero.Subj} gave {friend.name} a big hug.')
+        moral = "that friends make every day better"
+    elif plot == 2:  # something is stuck, the shy/small hero is brave
+        s.append(f"{c(_TIMES)}, {hero.name} and {friend.name} played {at_place} with "
+                 f"{friend.poss} {thing}.")
+        s.append(f"The wind blew hard and the {obj} flew up into a tall tree.")
+        s.append(f"{friend.name} was {bad}. " f'"My {obj} is stuck!" {friend.subj} said.')
+        s.append(f"{hero.name} was {hero.trait}, but {hero.subj} wanted to help "
+                 f"{hero.poss} {relation}." if hero.trait in _TIMID else
+                 f"{hero.name} wanted to help {hero.poss} {relation}.")
+        s.append(f"{hero.Subj} climbed the tree, one branch at a time, and got the {obj}.")
+        s.append(f'"You are so brave!" said {friend.name}. {hero.name} felt {good}.')
+        moral = "that being brave is not so hard"
+    else:  # a trip, a small problem, a kind act
+        s.append(f"{c(_TIMES)}, {hero.name} went to the {place} with {hero.poss} mom.")
+        s.append(f"{hero.Subj} brought {hero.poss} {thing} and saw {c(sights)}.")
+        s.append(f"{hero.Subj} met {friend.name}, {_a(friend.trait)} {friend.kind} who "
+                 f"looked {bad}.")
+        s.append(f'"What is wrong?" asked {hero.name}. '
+                 f'"I have nothing to play with," said {friend.name}.')
+        s.append(f"{hero.name} thought for a moment. Then {hero.subj} gave {friend.obj} "
+                 f"the {thing}.")
+        s.append(f"{friend.name} smiled and said, \"Thank you!\" Now {friend.subj} was "
+                 f"{good} too.")
+        moral = "that it is good to help others"
+    s.append(c([f"From that day on, {hero.name} knew {moral}.",
+                f"{hero.name} learned {moral}.", f"The {hero.kind} learned {moral}."]))
+    s.append(c(_ENDINGS))
+    # two paragraphs: the set-up and the rest
+    return " ".join(s[:2]) + "\n" + " ".join(s[2:])
+
+
+def generate_stories(num_chars: int | None = None, *, num_stories: int | None = None,
+                     seed: int = 0) -> str:
+    r"""Generate a deterministic corpus of simple stories.
+
+    A small probabilistic grammar: each story has a hero and a friend with names, kinds and
+    pronouns that stay consistent through the story, a place, a coloured object that recurs,
+    one of four plots (sharing, a lost object, a brave rescue, a kind act) with dialogue, and
+    a moral. That gives a small model real structure to learn (agreement, copying names and
+    objects across sentences) at a character level, with no download. Stories are separated
+    by :data:`STORY_SEPARATOR` (a blank line). About 1 MB takes well under a second.
+
+    Args:
+        num_chars (int, optional): generate whole stories until the text has at least this
+            many characters. Defaults to 1,000,000 when ``num_stories`` is not given.
+        num_stories (int, optional): generate exactly this many stories instead.
+        seed (int): the same seed gives the same text. (default: ``0``)
+    """
+    if num_chars is not None and num_stories is not None:
+        raise ValueError("give num_chars or num_stories, not both")
+    if num_chars is None and num_stories is None:
+        num_chars = 1_000_000
+    if num_chars is not None and num_chars < 1:
+        raise ValueError(f"num_chars must be positive, got {num_chars}")
+    if num_stories is not None and num_stories < 1:
+        raise ValueError(f"num_stories must be positive, got {num_stories}")
+    rng = random.Random(seed)
+    stories: list[str] = []
+    length = 0
+    while (len(stories) < num_stories) if num_stories is not None else (length < num_chars):
+        story = _story(rng)
+        stories.append(story)
+        length += len(story) + len(STORY_SEPARATOR)
+    return STORY_SEPARATOR.join(stories) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Character-level tokenizer
+# --------------------------------------------------------------------------------------------
+
+class CharTokenizer:
+    r"""A character-level vocabulary: token ``i`` is the ``i``-th distinct character.
+
+    Built from a text with the characters sorted, as nanoGPT's ``shakespeare_char`` does, so the
+    same text gives the same vocabulary. Two tokenizers are equal when their vocabularies are;
+    save it with a run (:meth:`save`, :meth:`to_dict`) so that a resumed run can check that it
+    reads the text the same way.
+
+    Args:
+        chars (Sequence[str]): the vocabulary, one character per token id, no duplicates.
+    """
+
+    def __init__(self, chars: Sequence[str]):
+        chars = list(chars)
+        if not chars:
+            raise ValueError("a CharTokenizer needs at least one character")
+        bad = [ch for ch in chars if not isinstance(ch, str) or len(ch) != 1]
+        if bad:
+            raise ValueError(f"vocabulary entries must be single characters, got {bad[:5]!r}")
+        if len(set(chars)) != len(chars):
+            dup = sorted({ch for ch in chars if chars.count(ch) > 1})
+            raise ValueError(f"vocabulary has duplicate characters {dup!r}")
+        self.chars = chars
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        r"""The sorted set of characters of :obj:`text`."""
+        if not text:
+            raise ValueError("cannot build a vocabulary from empty text")
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        r"""Token ids of :obj:`text`; a character outside the vocabulary raises ValueError."""
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError as e:
+            missing = sorted(set(text) - set(self.stoi))
+            raise ValueError(f"text has {len(missing)} character(s) not in the vocabulary of "
+                             f"{self.vocab_size}: {missing[:10]!r}") from e
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        r"""The text of token ids (a list or a 1-D tensor)."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < len(self.chars):
+                raise ValueError(f"token id {i} is outside the vocabulary of {self.vocab_size}")
+            out.append(self.chars[i])
+        return "".join(out)
+
+    def to_dict(self) -> dict:
+        return {"type": "char", "chars": "".join(self.chars)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CharTokenizer":
+        if d.get("type") != "char" or "chars" not in d:
+            raise ValueError(f"not a CharTokenizer dict: keys {sorted(d)}")
+        return cls(list(d["chars"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        r"""Write the vocabulary as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CharTokenizer":
+        r"""Read a vocabulary written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such vocabulary file")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a JSON vocabulary ({e})") from e
+        return cls.from_dict(d)
+
+    def difference(self, other: "CharTokenizer") -> str:
+        r"""A short human-readable description of how two vocabularies differ ("" if equal)."""
+        if self == other:
+            return ""
+        a, b = set(self.chars), set(other.chars)
+        parts = [f"{self.vocab_size} vs {other.vocab_size} symbols"]
+        if a - b:
+            parts.append(f"only in the first: {sorted(a - b)[:10]!r}")
+        if b - a:
+            parts.append(f"only in the second: {sorted(b - a)[:10]!r}")
+        if a == b:
+            parts.append("same symbols in a different order")
+        return "; ".join(parts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self.chars == other.chars
+
+    def __hash__(self) -> int:
+        return hash("".join(self.chars))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------------------------
+# Corpora
+# --------------------------------------------------------------------------------------------
+
+class Corpus:
+    r"""Base class of the corpora: a train and a val split of token ids, batched as random
+    windows.
+
+    Subclasses set :attr:`vocab_size`, :attr:`tokenizer` (or ``None``), :attr:`name`, and
+    implement :meth:`num_tokens` and :meth:`_windows`.
+    """
+
+    SPLITS = ("train", "val")
+    vocab_size: int
+    tokenizer: CharTokenizer | None = None
+    name: str = "corpus"
+
+    def num_tokens(self, split: str) -> int:
+        raise NotImplementedError
+
+    def _windows(self, split: str, starts: Tensor, length: int) -> Tensor:
+        r"""Token ids ``[len(starts), length]`` (int64) of the windows that start at
+        :obj:`starts`."""
+        raise NotImplementedError
+
+    def _doc_windows(self, split: str, starts: Tensor, length: int) -> Tensor | None:
+        r"""Document ids of the same windows, or ``None`` if the corpus has no documents."""
+        return None
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits are {self.SPLITS}")
+
+    def check_block_size(self, block_size: int) -> None:
+        r"""Raise ValueError when a split is too short for windows of :obj:`block_size`."""
+        if block_size < 1:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        for split in self.SPLITS:
+            n = self.num_tokens(split)
+            if n < block_size + 1:
+                raise ValueError(
+                    f"block_size {block_size} is larger than the {split} split of {self.name} "
+                    f"({n} tokens; a window needs block_size + 1 = {block_size + 1})")
+
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  generator: torch.Generator | None = None, *, rank: int = 0,
+                  world_size: int = 1, return_doc_ids: bool = False,
+                  device: torch.device | str | None = None):
+        r"""Random windows ``(x, y)`` of a split, ``y`` being ``x`` shifted by one token.
+
+        The start of every window of the **global** batch of :obj:`batch_size` rows is drawn
+        from :obj:`generator`; the process of rank :obj:`rank` out of :obj:`world_size` returns
+        rows ``rank * b : (rank + 1) * b`` with ``b = batch_size // world_size``. Every process
+        thus advances its generator the same way, and the processes together see exactly the
+        batch one process would see.
+
+        Args:
+            split (str): ``"train"`` or ``"val"``.
+            batch_size (int): rows of the global batch.
+            block_size (int): tokens per window.
+            generator (torch.Generator, optional): the source of the window starts (a CPU
+                generator). Its state is the data position of a run.
+            rank (int): this process's rank. (default: ``0``)
+            world_size (int): number of processes; must divide :obj:`batch_size`.
+                (default: ``1``)
+            return_doc_ids (bool): also return ``[b, block_size]`` document ids of the inputs
+                (for the document rule of :class:`~graphformer.graph.CausalGraph`); ``None``
+                when the corpus has no documents. (default: ``False``)
+            device (torch.device, optional): where to put the tensors.
+
+        Returns:
+            ``(x, y)`` int64 tensors ``[b, block_size]``, or ``(x, y, doc_ids)``.
+        """
+        self._check_split(split)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in range for world_size {world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the world size "
+                             f"{world_size}")
+        n = self.num_tokens(split)
+        if block_size < 1 or n < block_size + 1:
+            raise ValueError(
+                f"block_size {block_size} is larger than the {split} split of {self.name} "
+                f"({n} tokens; a window needs block_size + 1 = {block_size + 1})")
+        starts = torch.randint(n - block_size, (batch_size,), generator=generator)
+        b = batch_size // world_size
+        starts = starts[rank * b:(rank + 1) * b]
+        w = self._windows(split, starts, block_size + 1)
+        x, y = w[:, :-1], w[:, 1:]
+        out = [x, y]
+        if return_doc_ids:
+            d = self._doc_windows(split, starts, block_size)
+            out.append(d)
+        if device is not None:
+            out = [t.to(device, non_blocking=True) if t is not None else None for t in out]
+        return tuple(out)
+
+    def describe(self) -> dict:
+        r"""A JSON-able summary (name, vocabulary size, tokens per split)."""
+        return {"name": self.name, "vocab_size": self.vocab_size,
+                **{f"{s}_tokens": self.num_tokens(s) for s in self.SPLITS}}
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.name!r}, vocab_size={self.vocab_size}, "
+                f"train={self.num_tokens('train')}, val={self.num_tokens('val')})")
+
+
+def _read_utf8(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such text file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"{path}: the text file is empty")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                         f"{e.start}: {e.reason})") from e
+
+
+class TextCorpus(Corpus):
+    r"""A character-level corpus of one text: the first ``1 - val_fraction`` of the characters
+    for training, the rest for validation (as nanoGPT's ``shakespeare_char``).
+
+    Args:
+        text (str): the text itself (use :meth:`from_file` for a file, :meth:`generated` for the
+            generated stories).
+        val_fraction (float): share of the characters, at the end, held out for validation.
+            (default: ``0.1``)
+        tokenizer (CharTokenizer, optional): the vocabulary; built from :obj:`text` if not given
+            (pass the saved one of a run to read a text the same way).
+        doc_separator (str, optional): text that ends a document (e.g. :data:`STORY_SEPARATOR`);
+            gives the windows document ids for the document rule of
+            :class:`~graphformer.graph.CausalGraph`.
+        name (str): a name for messages and logs. (default: ``"text"``)
+    """
+
+    def __init__(self, text: str, val_fraction: float = 0.1,
+                 tokenizer: CharTokenizer | None = None, doc_separator: str | None = None,
+                 name: str = "text"):
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__} (use "
+                            f"TextCorpus.from_file for a path)")
+        if not text:
+            raise ValueError(f"{name}: the text is empty")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.name = name
+        self.tokenizer = tokenizer if tokenizer is not None else CharTokenizer.from_text(text)
+        self.vocab_size = self.tokenizer.vocab_size
+        data = torch.tensor(self.tokenizer.encode(text), dtype=torch.int64)
+        n_train = int(len(data) * (1.0 - val_fraction))
+        self.val_fraction = val_fraction
+        self.data = {"train": data[:n_train], "val": data[n_train:]}
+        self.doc_ids = None
+        if doc_separator:
+            doc = torch.zeros(len(text), dtype=torch.int64)
+            start, k = 0, len(doc_separator)
+            while (i := text.find(doc_separator, start)) >= 0:
+                if i + k < len(text):
+                    doc[i + k] += 1  # a new document starts after the separator
+                start = i + k
+            doc = doc.cumsum(0)
+            self.doc_ids = {"train": doc[:n_train], "val": doc[n_train:]}
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, val_fraction: float = 0.1,
+                  tokenizer: CharTokenizer | None = None,
+                  doc_separator: str | None = None) -> "TextCorpus":
+        r"""Read a UTF-8 text file."""
+        path = Path(path)
+        return cls(_read_utf8(path), val_fraction, tokenizer, doc_separator, name=path.name)
+
+    @classmethod
+    def generated(cls, num_chars: int | None = None, *, num_stories: int | None = None,
+                  seed: int = 0, val_fraction: float = 0.1,
+                  tokenizer: CharTokenizer | None = None) -> "TextCorpus":
+        r"""The stories of :func:`generate_stories`, with their documents."""
+        text = generate_stories(num_chars, num_stories=num_stories, seed=seed)
+        return cls(text, val_fraction, tokenizer, doc_separator=STORY_SEPARATOR,
+                   name=f"stories(seed={seed}, chars={len(text)})")
+
+    def num_tokens(self, split: str) -> int:
+        self._check_split(split)
+        return len(self.data[split])
+
+    def _windows(self, split: str, starts: Tensor, length: int) -> Tensor:
+        return self.data[split][starts[:, None] + torch.arange(length)]
+
+    def _doc_windows(self, split: str, starts: Tensor, length: int) -> Tensor | None:
+        if self.doc_ids is None:
+            return None
+        return self.doc_ids[split][starts[:, None] + torch.arange(length)]
+
+
+class BinCorpus(Corpus):
+    r"""A corpus tokenized elsewhere: nanoGPT-style ``train.bin`` and ``val.bin`` files of
+    ``uint16`` token ids in one folder, read through :class:`numpy.memmap` (nothing is loaded
+    into memory).
+
+    The vocabulary size comes from ``meta.json`` (``{"vocab_size": ...}``) or nanoGPT's
+    ``meta.pkl`` in the folder, else from :obj:`vocab_size`. When the meta file also holds the
+    characters (nanoGPT's ``itos``, or ``"chars"`` in ``meta.json``) the corpus gets a
+    :class:`CharTokenizer` for decoding samples. ``meta.pkl`` is a pickle: read only folders
+    you trust.
+
+    Args:
+        root (str or PathLike): the folder.
+        vocab_size (int, optional): the vocabulary size when the folder has no meta file.
+        eot_token (int, optional): the token that ends a document (e.g. 50256 for GPT-2);
+            gives the windows document ids.
+    """
+
+    def __init__(self, root: str | os.PathLike, vocab_size: int | None = None,
+                 eot_token: int | None = None):
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such data folder")
+        if not root.is_dir():
+            raise ValueError(f"{root}: not a folder (BinCorpus reads train.bin/val.bin in a "
+                             f"folder)")
+        self.root = root
+        self.name = root.name or str(root)
+        self.data = {}
+        for split in self.SPLITS:
+            path = root / f"{split}.bin"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing (a BinCorpus folder needs "
+                                        f"train.bin and val.bin)")
+            size = path.stat().st_size
+            if size == 0:
+                raise ValueError(f"{path}: the token file is empty")
+            if size % 2:
+                raise ValueError(f"{path}: {size} bytes is odd, so it is not a file of uint16 "
+                                 f"token ids (truncated or another format?)")
+            self.data[split] = np.memmap(path, dtype=np.uint16, mode="r")
+        self.tokenizer = None
+        meta = self._read_meta(root)
+        if meta.get("vocab_size") is not None:
+            if vocab_size is not None and vocab_size != meta["vocab_size"]:
+                raise ValueError(f"{root}: vocab_size={vocab_size} was given but the meta file "
+                                 f"says {meta['vocab_size']}")
+            vocab_size = int(meta["vocab_size"])
+        if vocab_size is None:
+            raise ValueError(f"{root}: no meta.json or meta.pkl with a vocab_size; pass "
+                             f"vocab_size=")
+        if not 1 <= vocab_size <= 65536:
+            raise ValueError(f"{root}: vocab_size {vocab_size} does not fit uint16 token ids "
+                             f"(1..65536)")
+        self.vocab_size = vocab_size
+        chars = meta.get("chars")
+        if chars is None and isinstance(meta.get("itos"), dict):
+            itos = meta["itos"]
+            chars = [itos[i] for i in range(len(itos))] if all(
+                i in itos for i in range(len(itos))) else None
+        if chars is not None and len(chars) == vocab_size:
+            self.tokenizer = CharTokenizer(list(chars))
+        self.eot_token = eot_token
+
+    @staticmethod
+    def _read_meta(root: Path) -> dict:
+        if (root / "meta.json").is_file():
+            try:
+                meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{root / 'meta.json'}: not valid JSON ({e})") from e
+            if not isinstance(meta, dict):
+                raise ValueError(f"{root / 'meta.json'}: expected a JSON object")
+            return meta
+        if (root / "meta.pkl").is_file():
+            with open(root / "meta.pkl", "rb") as f:
+                meta = pickle.load(f)
+            if not isinstance(meta, dict):
+                raise ValueError(f"{root / 'meta.pkl'}: expected a pickled dict")
+            return meta
+        return {}
+
+    def num_tokens(self, split: str) -> int:
+        self._check_split(split)
+        return len(self.data[split])
+
+    def _windows(self, split: str, starts: Tensor, length: int) -> Tensor:
+        data = self.data[split]
+        w = torch.from_numpy(np.stack([data[i:i + length] for i in starts.tolist()])
+                             .astype(np.int64))
+        if w.numel() and int(w.max()) >= self.vocab_size:
+            raise ValueError(f"{self.root / (split + '.bin')}: token id {int(w.max())} is "
+                             f"outside the vocabulary of {self.vocab_size}")
+        return w
+
+    def _doc_windows(self, split: str, starts: Tensor, length: int) -> Tensor | None:
+        if self.eot_token is None:
+            return None
+        x = self._windows(split, starts, length)
+        # a document ends with its end-of-text token; ids are relative to the window
+        ends = (x == self.eot_token).to(torch.int64)
+        return torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], 1).cumsum(1)
+
+
+def load_corpus(data: str | os.PathLike | None = None, *, val_fraction: float = 0.1,
+                vocab_size: int | None = None, seed: int = 0,
+                num_chars: int | None = None,
+                tokenizer: CharTokenizer | None = None) -> Corpus:
+    r"""The corpus a command line names: ``None`` (or ``"stories"``) for the generated stories,
+    a folder for :class:`BinCorpus`, a file for :class:`TextCorpus`.
+
+    Args:
+        data (str or PathLike, optional): what to read.
+        val_fraction (float): validation share of a text. (default: ``0.1``)
+        vocab_size (int, optional): for a :class:`BinCorpus` without a meta file.
+        seed (int): seed of the generated stories. (default: ``0``)
+        num_chars (int, optional): size of the generated stories (default about 1 MB).
+        tokenizer (CharTokenizer, optional): a saved vocabulary for a text corpus.
+    """
+    if data is None or str(data) == "stories":
+        return TextCorpus.generated(num_chars, seed=seed, val_fraction=val_fraction,
+                                    tokenizer=tokenizer)
+    path = Path(data)
+    if path.is_dir():
+        return BinCorpus(path, vocab_size=vocab_size)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such data file or folder")
+    return TextCorpus.from_file(path, val_fraction, tokenizer)
