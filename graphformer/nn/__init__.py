@@ -1,6 +1,10 @@
 r"""Layers, kernels and the dynamics that stack them."""
-from graphformer.nn.conv import AttentionConv, DeepSetsConv, FeedForward
-from graphformer.nn.adapt import call_conv, accepts_causal_graph
+from graphformer.nn.adapt import accepts_causal_graph, call_conv
+from graphformer.nn.conv import (CONVS, AttentionConv, DeepSetsConv, DiffAttentionConv,
+                                 FeedForward, build_conv)
+from graphformer.nn.dynamics import (Euler, GradientDescent, HeavyBall, LieTrotter,
+                                     Nesterov, Oracle, Stack, Strang)
 
-__all__ = ["AttentionConv", "DeepSetsConv", "FeedForward", "call_conv",
-           "accepts_causal_graph"]
+__all__ = ["AttentionConv", "DiffAttentionConv", "DeepSetsConv", "FeedForward", "CONVS",
+           "build_conv", "call_conv", "accepts_causal_graph", "Stack", "Oracle",
+           "LieTrotter", "Strang", "Euler", "GradientDescent", "HeavyBall", "Nesterov"]

@@ -1,0 +1,5 @@
+r"""Models built from the stack: the GPT language model, node/graph-level models and the
+hybrid GNN/transformer."""
+from graphformer.models.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

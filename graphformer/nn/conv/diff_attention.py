@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import softmax
+
+from graphformer.graph import CausalGraph
+from graphformer.nn import kernels
+from graphformer.nn.conv.attention import AttentionConv, GraphLike, check_input, rotary_embedding
+
+
+def lambda_init_for_depth(layer: int) -> float:
+    r""":math:`\lambda_{\text{init}} = 0.8 - 0.6\, e^{-0.3\, l}` for the 0-based layer
+    index :math:`l` (Ye et al. 2024)."""
+    return 0.8 - 0.6 * math.exp(-0.3 * layer)
+
+
+class DiffAttentionConv(AttentionConv):
+    r"""Differential attention (Ye et al. 2024) as message passing: two attention maps on
+    the same graph, the second subtracted to cancel common-mode noise (and attention
+    sinks),
+
+    .. math::
+        \mathbf{o}_i = \sum_{j \in \mathcal{N}(i)} \left(
+        \alpha^{(1)}_{ij} - \lambda\, \alpha^{(2)}_{ij}\right) \mathbf{W}_v \mathbf{x}_j,
+        \qquad \alpha^{(m)}_{ij} = \operatorname{softmax}_{j}\left(
+        \frac{(\mathbf{W}^{(m)}_q \mathbf{x}_i)^{\top} \mathbf{W}^{(m)}_k \mathbf{x}_j}
+        {\sqrt{d}}\right),
+
+    .. math::
+        \lambda = e^{\lambda_{q1} \cdot \lambda_{k1}} - e^{\lambda_{q2} \cdot
+        \lambda_{k2}} + \lambda_{\text{init}},
+
+    then a per-head RMSNorm and a factor :math:`1 - \lambda_{\text{init}}`. A drop-in for
+    :class:`AttentionConv` (same call, same kernels: both maps run on the same mask).
+    ``lin_query``/``lin_key`` hold both maps' projections (first half: map 1).
+
+    Args:
+        in_channels (int): size of each input sample.
+        out_channels (int): size of each head's value (and of each map's query/key).
+        heads (int, optional): number of heads. (default: :obj:`1`)
+        layer (int, optional): 0-based depth, giving
+            :math:`\lambda_{\text{init}} = 0.8 - 0.6 e^{-0.3 l}`. (default: :obj:`0`)
+        lambda_init (float, optional): overrides the depth rule.
+        head_norm (bool, optional): the per-head RMSNorm. (default: :obj:`True`)
+        **kwargs: the other arguments of :class:`AttentionConv`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, layer: int = 0,
+                 lambda_init: Optional[float] = None, head_norm: bool = True,
+                 **kwargs) -> None:
+        self.layer = layer
+        self.lambda_init = lambda_init_for_depth(layer) if lambda_init is None else float(lambda_init)
+        self.head_norm_enabled = head_norm
+        super().__init__(in_channels, out_channels, heads=heads, **kwargs)
+        bias = self.lin_value.bias is not None
+        self.lin_query = Linear(in_channels, 2 * heads * out_channels, bias=bias)
+        self.lin_key = Linear(in_channels, 2 * heads * out_channels, bias=bias)
+        self.lambda_q1 = nn.Parameter(torch.empty(out_channels))
+        self.lambda_k1 = nn.Parameter(torch.empty(out_channels))
+        self.lambda_q2 = nn.Parameter(torch.empty(out_channels))
+        self.lambda_k2 = nn.Parameter(torch.empty(out_channels))
+        self.head_norm = (nn.RMSNorm(out_channels, eps=1e-5) if head_norm else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "lambda_q1"):
+            for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
+                nn.init.normal_(p, mean=0.0, std=0.1)
+            if self.head_norm is not None:
+                self.head_norm.reset_parameters()
+
+    def lambda_(self) -> Tensor:
+        r"""The current :math:`\lambda`."""
+        return (torch.exp((self.lambda_q1 * self.lambda_k1).sum())
+                - torch.exp((self.lambda_q2 * self.lambda_k2).sum()) + self.lambda_init)
+
+    def project(self, x: Tensor, edge_index: GraphLike,
+                position: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        H, C = self.heads, self.out_channels
+        q = self.lin_query(x).view(-1, 2, H, C)
+        k = self.lin_key(x).view(-1, 2, H, C)
+        v = self.lin_value(x).view(-1, H, C)
+        q1, q2, k1, k2 = q[:, 0], q[:, 1], k[:, 0], k[:, 1]
+        if self.rotary:
+            if position is None:
+                if not isinstance(edge_index, CausalGraph):
+                    raise ValueError("rotary=True needs positions: pass a CausalGraph or `position=`")
+                position = edge_index.position
+            q1, q2, k1, k2 = (rotary_embedding(t, position) for t in (q1, q2, k1, k2))
+        return q1, q2, k1, k2, v
+
+    def forward(self, x: Tensor, edge_index: GraphLike, kernel: Optional[str] = None,
+                return_attention_weights: Optional[bool] = None,
+                position: Optional[Tensor] = None, batch: Optional[Tensor] = None):
+        check_input(x, edge_index, self.in_channels)
+        if batch is not None and not isinstance(edge_index, CausalGraph):
+            edge_index = CausalGraph.from_edge_index(edge_index, batch, causal=False)
+        q1, q2, k1, k2, v = self.project(x, edge_index, position)
+        kernel = kernel or self.kernel
+        run = lambda q, k: kernels.attention(q, k, v, edge_index, kernel,  # noqa: E731
+                                             dropout=self.dropout, training=self.training)
+        lam = self.lambda_()
+        out = run(q1, k1) - lam * run(q2, k2)
+        if self.head_norm is not None:
+            out = self.head_norm(out)
+        out = self.combine(out * (1.0 - self.lambda_init), x)
+        if return_attention_weights is not None:
+            ei = edge_index.edge_index if isinstance(edge_index, CausalGraph) else edge_index
+            a1 = softmax(kernels.edge_scores(q1, k1, ei), ei[1], num_nodes=x.size(0))
+            a2 = softmax(kernels.edge_scores(q2, k2, ei), ei[1], num_nodes=x.size(0))
+            return out, (ei, a1 - lam * a2)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
+                f"heads={self.heads}, lambda_init={self.lambda_init:.3g})")

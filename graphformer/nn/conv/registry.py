@@ -1,0 +1,43 @@
+r"""Layers by name, so that models and command lines can say ``conv="gin"``."""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from torch import nn
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GatedGraphConv
+
+from graphformer.nn.conv.attention import AttentionConv
+from graphformer.nn.conv.deepsets import DeepSetsConv
+from graphformer.nn.conv.diff_attention import DiffAttentionConv
+
+
+def _gin(channels: int, **kw) -> nn.Module:
+    mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels))
+    return GINConv(mlp, **kw)
+
+
+def _heads(channels: int, heads: int) -> int:
+    if channels % heads:
+        raise ValueError(f"heads={heads} must divide the width {channels}")
+    return channels // heads
+
+
+CONVS: Dict[str, Callable[..., nn.Module]] = {
+    "gcn": lambda c, **kw: GCNConv(c, c, **kw),
+    "gin": _gin,
+    "gat": lambda c, heads=1, **kw: GATConv(c, _heads(c, heads), heads=heads, **kw),
+    "ggnn": lambda c, **kw: GatedGraphConv(c, num_layers=1, **kw),
+    "attention": lambda c, heads=1, **kw: AttentionConv(c, _heads(c, heads), heads=heads, **kw),
+    "diff_attention": lambda c, heads=1, **kw: DiffAttentionConv(c, _heads(c, heads), heads=heads, **kw),
+    "deepsets": lambda c, **kw: DeepSetsConv(c, c, **kw),
+}
+
+
+def build_conv(name: str, channels: int, **kwargs) -> nn.Module:
+    r"""A width-preserving layer ``channels -> channels`` by name: ``"gcn"``, ``"gin"``,
+    ``"gat"``, ``"ggnn"`` (PyG's own), ``"attention"``, ``"diff_attention"``,
+    ``"deepsets"`` (graphformer's). ``kwargs`` go to the layer (``heads=`` for the
+    attention layers)."""
+    if name not in CONVS:
+        raise ValueError(f"unknown conv {name!r}; valid convs: {', '.join(CONVS)}")
+    return CONVS[name](channels, **kwargs)

@@ -1,0 +1,367 @@
+r"""Layer stacking as an optimizer (YuriiFormer, arXiv 2601.23236).
+
+A layer applies *oracles*: modules ``f(x, edge_index)`` that give a descent direction,
+e.g. :math:`\mathrm{Attn}(\mathrm{LN}(x))` (a step on an interaction energy) and
+:math:`\mathrm{MLP}(\mathrm{LN}(x))` (a step on a potential energy).
+
+* A **splitting scheme** orders the oracles of one layer into sub-steps:
+  :class:`LieTrotter` (one after the other: the GPT block), :class:`Strang`
+  (half M, A, half M: second order), :class:`Euler` (all at the same point, summed: the
+  parallel block).
+* An **update method** turns a sub-step's direction :math:`d` into a move and carries
+  state from layer to layer: :class:`GradientDescent` (:math:`x \leftarrow x + d(x)`, the
+  residual stream), :class:`HeavyBall`, :class:`Nesterov`.
+* :class:`Stack` runs ``L`` layers of any oracles (attention, Deep Sets, PyG's GCN, GIN,
+  GAT, or a mix) with a method and a scheme on any graph.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphformer.graph import CausalGraph
+from graphformer.nn.adapt import call_conv
+
+__all__ = ["Scheme", "LieTrotter", "Strang", "Euler", "SCHEMES", "resolve_scheme",
+           "UpdateMethod", "GradientDescent", "HeavyBall", "Nesterov", "METHODS",
+           "resolve_method", "Oracle", "Stack"]
+
+GraphLike = Union[Tensor, CausalGraph]
+Graphs = Union[GraphLike, Dict[str, GraphLike]]
+#: a sub-step: oracles evaluated at the same point, ``(oracle index, weight)`` pairs summed
+SubStep = List[Tuple[int, float]]
+
+
+# ---------------------------------------------------------------------- splitting schemes
+class Scheme:
+    r"""A splitting scheme: the sub-steps of one layer over its ``n`` oracles."""
+    name = "scheme"
+
+    def substeps(self, num_oracles: int) -> List[SubStep]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}()"
+
+
+class LieTrotter(Scheme):
+    r"""One oracle after the other, :math:`e^{h(A+M)} \approx e^{hM} e^{hA}`: the
+    standard GPT block (attention, then MLP). First order: one-step error
+    :math:`O(h^2)`."""
+    name = "lie_trotter"
+
+    def substeps(self, num_oracles: int) -> List[SubStep]:
+        return [[(i, 1.0)] for i in range(num_oracles)]
+
+
+class Strang(Scheme):
+    r"""Symmetric splitting, :math:`e^{h(A+M)} \approx e^{hM/2} e^{hA} e^{hM/2}`
+    (Macaron-style: half MLP, attention, half MLP, with the MLP's weights shared by the
+    two halves). Second order: one-step error :math:`O(h^3)`. With oracles
+    :math:`o_0, \dots, o_{n-1}` the sub-steps are half steps of :math:`o_{n-1}, \dots,
+    o_1`, a full step of :math:`o_0`, and the half steps back."""
+    name = "strang"
+
+    def substeps(self, num_oracles: int) -> List[SubStep]:
+        halves = [[(i, 0.5)] for i in range(num_oracles - 1, 0, -1)]
+        return halves + [[(0, 1.0)]] + halves[::-1]
+
+
+class Euler(Scheme):
+    r"""All oracles evaluated at the same point and summed,
+    :math:`x \leftarrow x + h(A(x) + M(x))`: the parallel block (GPT-J, PaLM)."""
+    name = "euler"
+
+    def substeps(self, num_oracles: int) -> List[SubStep]:
+        return [[(i, 1.0) for i in range(num_oracles)]]
+
+
+SCHEMES: Dict[str, Type[Scheme]] = {c.name: c for c in (LieTrotter, Strang, Euler)}
+
+
+def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
+    r"""A :class:`Scheme` from its name (``"lie_trotter"``, ``"strang"``, ``"euler"``)."""
+    if isinstance(scheme, Scheme):
+        return scheme
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
+    return SCHEMES[scheme]()
+
+
+# ---------------------------------------------------------------------- update methods
+def _inverse_sigmoid(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class UpdateMethod(nn.Module):
+    r"""One layer's update rule. :meth:`step` performs sub-step ``k``: given the state
+    ``(x, v)`` and ``direction`` (a function of the point where the oracles look), it
+    returns the new ``(x, v)``."""
+    name = "method"
+    uses_velocity = False
+
+    def __init__(self, num_substeps: int, channels: int) -> None:
+        super().__init__()
+        self.num_substeps = num_substeps
+        self.channels = channels
+
+    def step(self, k: int, x: Tensor, v: Optional[Tensor], direction) -> Tuple[Tensor, Optional[Tensor]]:
+        raise NotImplementedError
+
+
+class GradientDescent(UpdateMethod):
+    r"""Plain gradient descent, the ordinary residual stream:
+
+    .. math:: x \leftarrow x + d(x).
+    """
+    name = "gd"
+
+    def step(self, k, x, v, direction):
+        return x + direction(x), v
+
+
+class Nesterov(UpdateMethod):
+    r"""Nesterov-accelerated update (YuriiFormer, Lie–Trotter form), per sub-step
+    :math:`s`:
+
+    .. math::
+        \tilde{x} = x + \mu_s v, \qquad
+        v \leftarrow \mathrm{LN}_v\big(\beta_s v + \gamma_s\, d(\tilde{x})\big), \qquad
+        x \leftarrow x + v,
+
+    with :math:`\mu_s, \beta_s \in (0, 1)` through a sigmoid and :math:`\gamma_s > 0`
+    through a softplus, learned per sub-step (six scalars per layer for two oracles).
+    The velocity :math:`v` passes from layer to layer.
+
+    Defaults: :math:`\mu = \beta = 0.5`, :math:`\gamma = 1`. :math:`\gamma = 1` makes the
+    first step of a fresh model a plain residual step (with :math:`v_0 = 0`, the first
+    sub-step is ``LN_v(d(x))``); :math:`\beta = 0.5` keeps a short velocity memory (a
+    direction's weight halves every sub-step) so early training stays close to gradient
+    descent while the model can learn longer memory; :math:`\mu = 0.5` looks half a
+    velocity ahead, between heavy-ball (:math:`\mu = 0`) and the classical
+    :math:`\mu = \beta`. All three sit away from the saturated ends of the sigmoid, so
+    their gradients are not small.
+
+    Args:
+        num_substeps (int): sub-steps per layer (from the scheme).
+        channels (int): node feature size (for :math:`\mathrm{LN}_v`).
+        mu, beta, gamma (float): initial values.
+        learn (iterable of str): which of ``"mu"``, ``"beta"``, ``"gamma"`` are learned;
+            the others stay fixed at their values (which may then be 0 or 1 exactly).
+        velocity_norm (bool): apply the LayerNorm :math:`\mathrm{LN}_v` to the velocity.
+    """
+    name = "nesterov"
+    uses_velocity = True
+
+    def __init__(self, num_substeps: int, channels: int, mu: float = 0.5, beta: float = 0.5,
+                 gamma: float = 1.0, learn: Iterable[str] = ("mu", "beta", "gamma"),
+                 velocity_norm: bool = True) -> None:
+        super().__init__(num_substeps, channels)
+        learn = set(learn)
+        unknown = learn - {"mu", "beta", "gamma"}
+        if unknown:
+            raise ValueError(f"unknown scalars {sorted(unknown)} in learn; valid: mu, beta, gamma")
+        for name, value, inverse in (("mu", mu, _inverse_sigmoid), ("beta", beta, _inverse_sigmoid),
+                                     ("gamma", gamma, _inverse_softplus)):
+            if name in learn:
+                ok = (0.0 < value < 1.0) if inverse is _inverse_sigmoid else value > 0.0
+                if not ok:
+                    bound = "in (0, 1)" if inverse is _inverse_sigmoid else "> 0"
+                    raise ValueError(f"a learned {name} must start {bound}, got {value}; "
+                                     f"fix it with learn=... to use {value} exactly")
+                raw = torch.full((num_substeps,), inverse(float(value)))
+                self.register_parameter(f"{name}_raw", nn.Parameter(raw))
+            else:
+                self.register_buffer(f"{name}_fixed", torch.full((num_substeps,), float(value)))
+        self.learn = tuple(sorted(learn))
+        self.velocity_norms = (nn.ModuleList(nn.LayerNorm(channels) for _ in range(num_substeps))
+                               if velocity_norm else None)
+
+    def scalar(self, name: str) -> Tensor:
+        r"""The current values of ``mu``, ``beta`` or ``gamma`` (one per sub-step)."""
+        if name in self.learn:
+            raw = getattr(self, f"{name}_raw")
+            return torch.sigmoid(raw) if name in ("mu", "beta") else F.softplus(raw)
+        return getattr(self, f"{name}_fixed")
+
+    def step(self, k, x, v, direction):
+        mu, beta, gamma = (self.scalar(n)[k] for n in ("mu", "beta", "gamma"))
+        v = torch.zeros_like(x) if v is None else v
+        d = direction(x + mu * v)
+        v = beta * v + gamma * d
+        if self.velocity_norms is not None:
+            v = self.velocity_norms[k](v)
+        return x + v, v
+
+    def extra_repr(self) -> str:
+        vals = ", ".join(f"{n}={self.scalar(n).detach().mean().item():.3g}"
+                         for n in ("mu", "beta", "gamma"))
+        return f"{vals}, learn={list(self.learn)}"
+
+
+class HeavyBall(Nesterov):
+    r"""Polyak's heavy-ball momentum: :class:`Nesterov` without look-ahead
+    (:math:`\mu = 0`),
+
+    .. math::
+        v \leftarrow \mathrm{LN}_v\big(\beta_s v + \gamma_s\, d(x)\big), \qquad
+        x \leftarrow x + v.
+    """
+    name = "heavyball"
+
+    def __init__(self, num_substeps: int, channels: int, beta: float = 0.5,
+                 gamma: float = 1.0, learn: Iterable[str] = ("beta", "gamma"),
+                 velocity_norm: bool = True) -> None:
+        learn = set(learn)
+        if "mu" in learn:
+            raise ValueError("HeavyBall has no look-ahead: mu is fixed at 0")
+        super().__init__(num_substeps, channels, mu=0.0, beta=beta, gamma=gamma,
+                         learn=learn, velocity_norm=velocity_norm)
+
+
+METHODS: Dict[str, Type[UpdateMethod]] = {c.name: c for c in (GradientDescent, HeavyBall, Nesterov)}
+
+
+def resolve_method(method: Union[str, Type[UpdateMethod]]) -> Type[UpdateMethod]:
+    r"""An update-method class from its name (``"gd"``, ``"heavyball"``, ``"nesterov"``)."""
+    if isinstance(method, type) and issubclass(method, UpdateMethod):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+# ---------------------------------------------------------------------- oracles and stack
+class Oracle(nn.Module):
+    r"""A direction from any layer: :math:`f(x) = \mathrm{out}(\sigma(\mathrm{conv}
+    (\mathrm{norm}(x), \mathcal{G})))`. The conv may be graphformer's (it gets the
+    :class:`CausalGraph`) or any PyG layer (it gets the edge list, via
+    :func:`~graphformer.nn.call_conv`).
+
+    Args:
+        conv (nn.Module): the layer, called ``conv(x, edge_index)``.
+        norm (nn.Module, optional): applied before the conv (pre-norm), e.g. a LayerNorm.
+        out (nn.Module, optional): applied after, e.g. an output projection and dropout.
+        activation (callable, optional): applied between the conv and ``out``.
+        graph (str, optional): which graph to use when the stack is given a dict of graphs
+            (e.g. ``"local"`` and ``"global"`` in a hybrid model).
+    """
+    accepts_causal_graph = True
+
+    def __init__(self, conv: nn.Module, norm: Optional[nn.Module] = None,
+                 out: Optional[nn.Module] = None, activation=None,
+                 graph: Optional[str] = None) -> None:
+        super().__init__()
+        self.norm = norm
+        self.conv = conv
+        self.activation = activation
+        self.out = out
+        self.graph = graph
+
+    def forward(self, x: Tensor, edge_index: Graphs) -> Tensor:
+        if isinstance(edge_index, dict):
+            if self.graph not in edge_index:
+                raise ValueError(f"this oracle uses graph {self.graph!r} but the stack got "
+                                 f"graphs {sorted(edge_index)}")
+            edge_index = edge_index[self.graph]
+        h = self.norm(x) if self.norm is not None else x
+        h = call_conv(self.conv, h, edge_index)
+        if self.activation is not None:
+            h = self.activation(h)
+        return self.out(h) if self.out is not None else h
+
+
+class Stack(nn.Module):
+    r"""``L`` layers of oracles stacked as an optimizer: a splitting scheme orders each
+    layer's oracles into sub-steps and an update method moves the state,
+
+    .. math::
+        (x, v) \leftarrow \mathrm{method}_{\ell, s}\Big(x, v,\;
+        p \mapsto \textstyle\sum_{(o, w) \in s} w\, f_{\ell, o}(p)\Big)
+        \quad \text{for each sub-step } s \text{ of layer } \ell.
+
+    With :class:`GradientDescent` and :class:`LieTrotter` this is the pre-norm
+    Transformer (or a residual GNN).
+
+    Args:
+        layers (sequence of sequences of nn.Module): the oracles of each layer.
+        method (str or class): ``"gd"``, ``"heavyball"``, ``"nesterov"``.
+        scheme (str or Scheme): ``"lie_trotter"``, ``"strang"``, ``"euler"``.
+        channels (int): node feature size (needed by momentum methods).
+        method_kwargs (dict, optional): passed to the method (initial scalars, ...).
+        post_norm (bool): a LayerNorm after each layer, ``x <- LN(x)`` (post-norm
+            residual networks, as in Alon & Yahav's ``x <- LN(x + ReLU(conv(x)))``).
+    """
+
+    def __init__(self, layers: Sequence[Sequence[nn.Module]], method: Union[str, type] = "gd",
+                 scheme: Union[str, Scheme] = "lie_trotter", channels: Optional[int] = None,
+                 method_kwargs: Optional[dict] = None, post_norm: bool = False) -> None:
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("a Stack needs at least one layer")
+        counts = {len(layer) for layer in layers}
+        if len(counts) != 1 or 0 in counts:
+            raise ValueError("every layer must have the same, non-zero number of oracles")
+        self.scheme = resolve_scheme(scheme)
+        self.plan = self.scheme.substeps(counts.pop())
+        method_cls = resolve_method(method)
+        if method_cls.uses_velocity and channels is None:
+            raise ValueError(f"method {method_cls.name!r} needs `channels` for its velocity norm")
+        self.layers = nn.ModuleList(nn.ModuleList(layer) for layer in layers)
+        self.dynamics = nn.ModuleList(
+            method_cls(len(self.plan), channels or 0, **(method_kwargs or {}))
+            for _ in layers)
+        self.post_norms = (nn.ModuleList(nn.LayerNorm(channels) for _ in layers)
+                           if post_norm else None)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def forward(self, x: Tensor, edge_index: Graphs, v0: Optional[Tensor] = None,
+                return_states: bool = False, last_edge_index: Optional[Graphs] = None):
+        r"""Runs the stack.
+
+        Args:
+            x (torch.Tensor): node states ``[N, C]``.
+            edge_index: the graph (a tensor, a :class:`CausalGraph`, or a dict of them for
+                oracles that name their graph).
+            v0 (torch.Tensor, optional): initial velocity (momentum methods; default 0).
+            return_states (bool): also return ``[x_0, x_1, ..., x_L]``.
+            last_edge_index (optional): a different graph for the last layer (e.g. the
+                fully-adjacent last layer).
+        """
+        v = v0
+        states = [x]
+        for index, (oracles, method) in enumerate(zip(self.layers, self.dynamics)):
+            graph = edge_index
+            if last_edge_index is not None and index == self.num_layers - 1:
+                graph = last_edge_index
+            for k, substep in enumerate(self.plan):
+                x, v = method.step(k, x, v, self._direction(oracles, substep, graph))
+            if self.post_norms is not None:
+                x = self.post_norms[index](x)
+            states.append(x)
+        return (x, states) if return_states else x
+
+    @staticmethod
+    def _direction(oracles: nn.ModuleList, substep: SubStep, graph: Graphs):
+        def direction(point: Tensor) -> Tensor:
+            total = None
+            for i, weight in substep:
+                d = call_conv(oracles[i], point, graph)
+                d = d if weight == 1.0 else weight * d
+                total = d if total is None else total + d
+            return total
+        return direction
+
+    def extra_repr(self) -> str:
+        return f"method={self.dynamics[0].name}, scheme={self.scheme.name}"
