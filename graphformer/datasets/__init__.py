@@ -2,3 +2,7 @@ from .text import (  # noqa: F401
     STORY_SEPARATOR, BinCorpus, CharTokenizer, Corpus, TextCorpus, generate_stories,
     load_corpus,
 )
+from .split import stratified_split  # noqa: F401
+from .oversquash import (  # noqa: F401
+    CliquePathTransfer, CrossedRingTransfer, RingTransfer, TreeNeighborsMatch,
+)
