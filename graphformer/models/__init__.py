@@ -3,3 +3,6 @@ hybrid GNN/transformer."""
 from graphformer.models.gpt import GPT, GPTConfig
 
 __all__ = ["GPT", "GPTConfig"]
+from graphformer.models.graph_models import FeatureEmbedding, GraphModel, HybridModel  # noqa: E402
+
+__all__ += ["FeatureEmbedding", "GraphModel", "HybridModel"]

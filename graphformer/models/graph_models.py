@@ -1,0 +1,197 @@
+r"""Node- and graph-level models on any graph, and the hybrid GNN/transformer.
+
+:class:`GraphModel` is encoder → :class:`~graphformer.nn.Stack` of any conv (with a method
+and a scheme) → read-out (the nodes given by an index or mask, or pooling per graph) →
+linear head. :class:`HybridModel` is a GraphGPS-style stack whose layers have a local
+message-passing oracle and a global attention oracle (plus the MLP).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+from graphformer.graph import CausalGraph
+from graphformer.nn.conv import AttentionConv, FeedForward, build_conv
+from graphformer.nn.dynamics import Oracle, Stack
+
+READOUTS = ("node", "mean", "sum", "max")
+POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+
+
+class FeatureEmbedding(nn.Module):
+    r"""Integer node features ``[N, F]`` to vectors: the sum of one embedding per column,
+    :math:`\mathbf{h}_i = \sum_f \mathbf{E}_f[x_{if}]` (e.g. key plus value in
+    Tree-NeighborsMatch)."""
+
+    def __init__(self, num_embeddings: Sequence[int], channels: int) -> None:
+        super().__init__()
+        self.num_embeddings = list(num_embeddings)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, channels) for n in self.num_embeddings)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.size(1) != len(self.embeddings):
+            raise ValueError(f"x must be integer features [N, {len(self.embeddings)}], got "
+                             f"{list(x.shape)}")
+        for f, n in enumerate(self.num_embeddings):
+            col = x[:, f]
+            if col.numel() and (int(col.min()) < 0 or int(col.max()) >= n):
+                raise ValueError(f"feature column {f} has value {int(col.max())} outside "
+                                 f"[0, {n})")
+        return sum(emb(x[:, f]) for f, emb in enumerate(self.embeddings))
+
+
+class GraphModel(nn.Module):
+    r"""Encoder, a stack of any conv, a read-out and a linear head.
+
+    .. math::
+        \mathbf{y} = \mathbf{W}\, \mathrm{readout}\big(\mathrm{Stack}(\mathrm{enc}(
+        \mathbf{X}), \mathcal{G})\big)
+
+    Args:
+        encoder (nn.Module): node features to ``hidden`` channels.
+        stack (Stack): the layers.
+        head (nn.Module): ``hidden`` to outputs.
+        readout (str): ``"node"`` (the nodes given by ``index`` in :meth:`forward`),
+            ``"mean"``, ``"sum"`` or ``"max"`` pooling per graph.
+    """
+
+    def __init__(self, encoder: nn.Module, stack: Stack, head: nn.Module,
+                 readout: str = "node") -> None:
+        super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        self.encoder = encoder
+        self.stack = stack
+        self.head = head
+        self.readout = readout
+
+    @classmethod
+    def build(cls, conv: str, in_channels: Union[int, Sequence[int]], hidden_channels: int,
+              out_channels: int, num_layers: int, method: str = "gd",
+              scheme: str = "lie_trotter", readout: str = "node", block: str = "post_norm",
+              method_kwargs: Optional[dict] = None, **conv_kwargs) -> "GraphModel":
+        r"""A model from names.
+
+        Args:
+            conv (str): a layer name of :func:`~graphformer.nn.build_conv` (``"gcn"``,
+                ``"gin"``, ``"gat"``, ``"ggnn"``, ``"attention"``, ``"deepsets"``, ...).
+            in_channels (int or list of int): input width (a linear encoder), or the
+                vocabulary size of each integer feature column (a
+                :class:`FeatureEmbedding`).
+            block (str): ``"post_norm"``: ``x <- LN(x + ReLU(conv(x)))`` as in Alon & Yahav
+                (2021); ``"pre_norm"``: ``x <- x + conv(LN(x))`` as in a Transformer.
+        """
+        if block not in ("post_norm", "pre_norm"):
+            raise ValueError(f"unknown block {block!r}; valid: post_norm, pre_norm")
+        if isinstance(in_channels, int):
+            encoder = nn.Linear(in_channels, hidden_channels)
+        else:
+            encoder = FeatureEmbedding(in_channels, hidden_channels)
+        layers = []
+        for _ in range(num_layers):
+            layer = build_conv(conv, hidden_channels, **conv_kwargs)
+            if block == "post_norm":
+                layers.append([Oracle(layer, activation=torch.relu)])
+            else:
+                layers.append([Oracle(layer, norm=nn.LayerNorm(hidden_channels))])
+        stack = Stack(layers, method=method, scheme=scheme, channels=hidden_channels,
+                      method_kwargs=method_kwargs, post_norm=block == "post_norm")
+        return cls(encoder, stack, nn.Linear(hidden_channels, out_channels), readout)
+
+    def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,
+                index: Optional[Tensor] = None, last_edge_index=None,
+                return_states: bool = False):
+        r"""Runs the model.
+
+        Args:
+            x (torch.Tensor): node features.
+            edge_index: the graph (tensor or :class:`CausalGraph`).
+            batch (torch.Tensor, optional): graph of each node (pooling read-outs).
+            index (torch.Tensor, optional): the read-out nodes (index or boolean mask) for
+                ``readout="node"``; all nodes when ``None``.
+            last_edge_index (optional): the last layer's graph (e.g. fully adjacent).
+            return_states (bool): also return the stack's states ``[x_0, ..., x_L]``.
+        """
+        h = self.encoder(x)
+        h, states = self.stack(h, edge_index, return_states=True, last_edge_index=last_edge_index)
+        if self.readout == "node":
+            if index is not None:
+                if index.dtype == torch.bool and index.numel() != h.size(0):
+                    raise ValueError(f"index mask has {index.numel()} entries but there are "
+                                     f"{h.size(0)} nodes")
+                h = h[index]
+        else:
+            if batch is None:
+                batch = h.new_zeros(h.size(0), dtype=torch.long)
+            h = POOLS[self.readout](h, batch)
+        out = self.head(h)
+        return (out, states) if return_states else out
+
+
+class HybridModel(nn.Module):
+    r"""A GraphGPS-style hybrid GNN/transformer (Rampášek et al. 2022): each layer has a
+    local message-passing oracle on the input graph, a global attention oracle on the
+    complete graph of each input graph, and an MLP, combined by a splitting scheme and an
+    update method,
+
+    .. math::
+        \mathbf{X} \leftarrow \mathrm{method}\Big(\mathbf{X};\;
+        \mathrm{MPNN}(\mathrm{LN}(\mathbf{X}), \mathcal{G}),\;
+        \mathrm{Attn}(\mathrm{LN}(\mathbf{X}), K_{|V|}),\;
+        \mathrm{MLP}(\mathrm{LN}(\mathbf{X}))\Big).
+
+    With ``scheme="euler"`` the three are summed at the same point (GPS sums local and
+    global); ``"lie_trotter"`` applies them in turn.
+
+    Args:
+        in_channels (int): input features.
+        hidden_channels (int): width.
+        out_channels (int): outputs per node (or per graph with a pooling read-out).
+        num_layers (int): depth.
+        local (str): the local conv (see :func:`~graphformer.nn.build_conv`).
+        heads (int): attention heads.
+        method, scheme (str): the dynamics.
+        readout (str): ``"node"`` or a pooling (``"mean"``, ``"sum"``, ``"max"``).
+        dropout (float): dropout in attention and MLP.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 2, local: str = "gin", heads: int = 4, method: str = "gd",
+                 scheme: str = "lie_trotter", readout: str = "node",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_channels % heads:
+            raise ValueError(f"heads={heads} must divide hidden_channels={hidden_channels}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        C = hidden_channels
+        layers = []
+        for _ in range(num_layers):
+            local_conv = build_conv(local, C)
+            attn = AttentionConv(C, C // heads, heads=heads, root_weight=False, dropout=dropout)
+            layers.append([
+                Oracle(local_conv, norm=nn.LayerNorm(C), graph="local"),
+                Oracle(attn, norm=nn.LayerNorm(C), out=nn.Linear(C, C), graph="global"),
+                Oracle(FeedForward(C, 2 * C, dropout=dropout), norm=nn.LayerNorm(C), graph="local"),
+            ])
+        self.encoder = nn.Linear(in_channels, C)
+        self.stack = Stack(layers, method=method, scheme=scheme, channels=C)
+        self.norm = nn.LayerNorm(C)
+        self.head = nn.Linear(C, out_channels)
+        self.readout = readout
+
+    def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,
+                return_states: bool = False):
+        if batch is None:
+            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+        everyone = CausalGraph.from_batch(batch, causal=False)
+        h = self.encoder(x)
+        h, states = self.stack(h, {"local": edge_index, "global": everyone}, return_states=True)
+        h = self.norm(h)
+        if self.readout != "node":
+            h = POOLS[self.readout](h, batch)
+        out = self.head(h)
+        return (out, states) if return_states else out
