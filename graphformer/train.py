@@ -1,0 +1,759 @@
+r"""A training loop for language models on the causal DAG, in the style of nanoGPT's
+``train.py``, that loses nothing.
+
+:func:`train` fits any model with nanoGPT's interface, ``logits, loss = model(x, targets)``
+(and ``model.generate(idx, max_new_tokens)`` for samples), on a
+:class:`~graphformer.datasets.Corpus`:
+
+* AdamW with decoupled weight decay on the >= 2-D weights only; norms, biases and the
+  dynamics' scalars (parameters named ``*.dynamics.*``) are not decayed, and the scalars get
+  their own learning rate ``scalar_lr``;
+* linear warmup, then cosine decay to ``min_lr``; gradient clipping; gradient accumulation;
+  bf16 autocast on CUDA; optional :func:`torch.compile`;
+* evaluation on the validation split every ``eval_interval`` steps, samples, a JSONL log and a
+  tqdm bar with the loss and tokens/s;
+* checkpoints with everything a run needs to continue exactly (model, optimizer, step, the RNG
+  states of torch, numpy and Python, the data generator, the model config and the vocabulary),
+  written atomically; ``resume=True`` continues bitwise on CPU;
+* several processes with ``torch.distributed`` (launched by ``torchrun``): ``batch_size`` is the
+  global batch, every process draws the same window starts and takes its own rows, so a run
+  gives the same losses on one process or on many.
+
+Example::
+
+    from graphformer.datasets import TextCorpus
+    from graphformer.models import GPT, GPTConfig
+    from graphformer.train import TrainConfig, train
+
+    corpus = TextCorpus.generated(seed=0)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=64, n_layer=4, n_head=4,
+                          n_embd=128))
+    result = train(model, corpus, TrainConfig(max_iters=2000, out_dir="out/stories"))
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from graphformer.datasets.text import CharTokenizer, Corpus
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "get_lr",
+    "configure_optimizer",
+    "is_dynamics_scalar",
+    "estimate_loss",
+    "save_checkpoint",
+    "load_checkpoint",
+    "flops_per_token",
+    "CHECKPOINT_NAME",
+    "LOG_NAME",
+    "VOCAB_NAME",
+]
+
+CHECKPOINT_NAME = "ckpt.pt"
+LOG_NAME = "log.jsonl"
+VOCAB_NAME = "vocab.json"
+
+
+@dataclass
+class TrainConfig:
+    r"""Everything :func:`train` needs besides the model and the corpus.
+
+    Args:
+        max_iters (int): optimizer steps.
+        batch_size (int): rows of the **global** batch per micro-step (all processes together;
+            each of ``W`` processes gets ``batch_size / W`` rows).
+        block_size (int): tokens per row.
+        grad_accum (int): micro-steps per optimizer step (tokens per step =
+            ``batch_size * grad_accum * block_size``).
+        learning_rate (float): peak learning rate.
+        min_lr (float, optional): final learning rate (default ``learning_rate / 10``).
+        warmup_iters (int): linear warmup steps.
+        lr_decay_iters (int, optional): steps of the cosine decay (default ``max_iters``).
+        weight_decay (float): decoupled weight decay of the >= 2-D weights.
+        beta1, beta2 (float): AdamW's betas.
+        grad_clip (float): clip the gradient norm to this (0 = off).
+        scalar_lr (float, optional): peak learning rate of the dynamics' scalars (default
+            ``learning_rate``); it follows the same schedule.
+        eval_interval (int): evaluate on the validation split every this many steps (and at
+            the end).
+        eval_iters (int): batches per evaluation (the same batches every time, so the
+            evaluations are comparable).
+        log_interval (int): log the training loss every this many steps.
+        sample_interval (int): sample from the model every this many steps and at the end
+            (0 = never).
+        sample_tokens (int): tokens per sample.
+        sample_prompt (str): the prompt of the samples (its first character if not in the
+            vocabulary: token 0).
+        checkpoint_interval (int, optional): write a checkpoint every this many steps (default
+            ``eval_interval``) and at the end.
+        compile (bool): :func:`torch.compile` the model.
+        dtype (str): ``"auto"`` (bf16 autocast on CUDA when supported, else float32),
+            ``"float32"`` or ``"bfloat16"`` (CUDA only).
+        device (str): ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; under
+            ``torchrun`` on CUDA each process takes ``cuda:LOCAL_RANK``.
+        seed (int): seed of the data order and of dropout.
+        out_dir (str, optional): where the checkpoint, the log and the vocabulary go (``None``:
+            write nothing).
+        overwrite (bool): a fresh run (``resume=False``) may replace a checkpoint already in
+            ``out_dir``; without it that is an error, so that no run is lost by accident.
+        progress (bool): show a tqdm bar (process 0 only).
+        peak_flops (float, optional): peak FLOP/s of one device, to log the model FLOPs
+            utilisation (e.g. ``989e12`` for an H100 in bf16).
+    """
+
+    max_iters: int = 2000
+    batch_size: int = 12
+    block_size: int = 64
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    min_lr: float | None = None
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    scalar_lr: float | None = None
+    eval_interval: int = 250
+    eval_iters: int = 200
+    log_interval: int = 10
+    sample_interval: int = 0
+    sample_tokens: int = 200
+    sample_prompt: str = "\n"
+    checkpoint_interval: int | None = None
+    compile: bool = False
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 1337
+    out_dir: str | None = "out"
+    overwrite: bool = False
+    progress: bool = True
+    peak_flops: float | None = None
+
+    def __post_init__(self):
+        for name in ("max_iters", "batch_size", "block_size", "grad_accum", "eval_interval",
+                     "eval_iters", "log_interval"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+        for name in ("warmup_iters", "sample_interval", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got "
+                             f"{self.learning_rate}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            raise ValueError(f"TrainConfig.checkpoint_interval must be positive, got "
+                             f"{self.checkpoint_interval}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"TrainConfig.dtype must be 'auto', 'float32' or 'bfloat16', got "
+                             f"{self.dtype!r}")
+
+    def resolved(self) -> "TrainConfig":
+        r"""A copy with the defaults that depend on other fields filled in (``min_lr``,
+        ``lr_decay_iters``, ``scalar_lr``, ``checkpoint_interval``)."""
+        return dataclasses.replace(
+            self,
+            min_lr=self.learning_rate / 10 if self.min_lr is None else self.min_lr,
+            lr_decay_iters=self.max_iters if self.lr_decay_iters is None
+            else self.lr_decay_iters,
+            scalar_lr=self.learning_rate if self.scalar_lr is None else self.scalar_lr,
+            checkpoint_interval=self.eval_interval if self.checkpoint_interval is None
+            else self.checkpoint_interval)
+
+    @property
+    def tokens_per_iter(self) -> int:
+        return self.batch_size * self.grad_accum * self.block_size
+
+
+@dataclass
+class TrainResult:
+    r"""What a run of :func:`train` measured."""
+
+    iters: int
+    best_val_loss: float
+    val_loss: float
+    train_loss: float
+    num_params: int
+    train_time: float
+    wall_time: float
+    tokens_per_sec: float
+    history: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer and schedule
+# --------------------------------------------------------------------------------------------
+
+def is_dynamics_scalar(name: str) -> bool:
+    r"""Whether a qualified parameter name belongs to the dynamics' learned scalars."""
+    return name.startswith("dynamics.") or ".dynamics." in name
+
+
+def configure_optimizer(model: nn.Module, config: TrainConfig,
+                        device_type: str = "cpu") -> torch.optim.AdamW:
+    r"""AdamW with three parameter groups: the >= 2-D weights (decayed), the other tensors
+    (norms, biases: not decayed) and the dynamics' scalars (not decayed, learning rate
+    ``scalar_lr``). Every group keeps its peak learning rate in ``"peak_lr"``."""
+    config = config.resolved()
+    decay, no_decay, scalars = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if is_dynamics_scalar(name):
+            scalars.append(p)
+        elif p.dim() >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay, "peak_lr": config.learning_rate,
+         "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "peak_lr": config.learning_rate,
+         "name": "no_decay"},
+        {"params": scalars, "weight_decay": 0.0, "peak_lr": config.scalar_lr,
+         "name": "dynamics"},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs = {"fused": True} if device_type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=config.learning_rate,
+                             betas=(config.beta1, config.beta2), **kwargs)
+
+
+def get_lr(it: int, config: TrainConfig) -> float:
+    r"""The learning rate of step :obj:`it`: linear warmup for ``warmup_iters`` steps, then a
+    cosine from ``learning_rate`` down to ``min_lr`` at ``lr_decay_iters``, then ``min_lr``.
+
+    .. math::
+        \eta_t = \eta_{\min} + \tfrac12 (1 + \cos(\pi r)) (\eta_{\max} - \eta_{\min}),
+        \quad r = \frac{t - t_w}{t_d - t_w}
+    """
+    config = config.resolved()
+    lr, min_lr = config.learning_rate, config.min_lr
+    if it < config.warmup_iters:
+        return lr * (it + 1) / (config.warmup_iters + 1)
+    if it >= config.lr_decay_iters or config.lr_decay_iters <= config.warmup_iters:
+        return min_lr
+    ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def flops_per_token(num_params: int, n_layer: int, n_head: int, n_embd: int,
+                    block_size: int) -> float:
+    r"""Training FLOPs per token of a GPT (PaLM appendix B, as nanoGPT's ``estimate_mfu``):
+    :math:`6N + 12 L H Q T` with :math:`Q = d / H`."""
+    return 6 * num_params + 12 * n_layer * n_head * (n_embd // n_head) * block_size
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    r"""Write :obj:`state` with :func:`torch.save` atomically: a temporary file in the same
+    folder, flushed to disk, then renamed over :obj:`path`. A crash leaves either the old file
+    or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    r"""Read a checkpoint written by :func:`train` (tensors and plain Python objects only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a torn or foreign file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _rng_state(data_generator: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "data": data_generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict, data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    data_generator.set_state(state["data"])
+
+
+def _model_config(model: nn.Module) -> dict | None:
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return None
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    return None
+
+
+def _vocab(corpus: Corpus) -> dict | None:
+    return corpus.tokenizer.to_dict() if corpus.tokenizer is not None else None
+
+
+def _check_resume(ckpt: dict, path: Path, model: nn.Module, corpus: Corpus,
+                  config: TrainConfig) -> None:
+    r"""Raise a ValueError that says what differs when a checkpoint does not fit this run."""
+    if ckpt.get("vocab_size") != corpus.vocab_size:
+        raise ValueError(f"{path}: the vocabulary differs: {ckpt.get('vocab_size')} symbols in "
+                         f"the checkpoint, {corpus.vocab_size} in this corpus")
+    if ckpt.get("vocab") is not None and corpus.tokenizer is not None:
+        saved = CharTokenizer.from_dict(ckpt["vocab"])
+        if saved != corpus.tokenizer:
+            raise ValueError(f"{path}: the vocabulary differs from the checkpoint's "
+                             f"(checkpoint vs this corpus: "
+                             f"{saved.difference(corpus.tokenizer)})")
+    cls = type(model).__qualname__
+    if ckpt.get("model_class") != cls:
+        raise ValueError(f"{path}: the checkpoint holds a {ckpt.get('model_class')} model, "
+                         f"this run builds a {cls}")
+    old, new = ckpt.get("model_config"), _model_config(model)
+    if old != new:
+        if isinstance(old, dict) and isinstance(new, dict):
+            diff = [f"{k}={old.get(k, '<absent>')!r} in the checkpoint, "
+                    f"{new.get(k, '<absent>')!r} in this run"
+                    for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            raise ValueError(f"{path}: the checkpoint is of another architecture: "
+                             + "; ".join(diff))
+        raise ValueError(f"{path}: the checkpoint's model config {old!r} differs from this "
+                         f"run's {new!r}")
+    ours = model.state_dict()
+    theirs = ckpt["model"]
+    bad = [k for k in sorted(set(ours) | set(theirs))
+           if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape]
+    if bad:
+        raise ValueError(f"{path}: the checkpoint's parameters do not fit the model (another "
+                         f"architecture?): {bad[:5]}")
+    old_cfg = ckpt.get("train_config", {})
+    changed = [k for k in ("batch_size", "block_size", "grad_accum", "learning_rate",
+                           "min_lr", "warmup_iters", "lr_decay_iters", "seed")
+               if k in old_cfg and old_cfg[k] != getattr(config, k)]
+    if changed:
+        warnings.warn(f"{path}: resuming with changed {', '.join(changed)}; the run will not "
+                      f"equal an uninterrupted one", stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed set-up
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    created: bool = False  # we called init_process_group, so we tear it down
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_str: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    created = False
+    if not dist.is_initialized():
+        use_cuda = device_str != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        created = True
+    return _Dist(dist.get_rank(), local_rank, dist.get_world_size(), created)
+
+
+def _resolve_device(device: str, ddp: _Dist) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+        if ddp.enabled:
+            dev = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = ("bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported()
+                 else "float32")
+    if dtype == "bfloat16":
+        if device.type != "cuda":
+            raise ValueError("dtype='bfloat16' autocast is used on CUDA only; use 'float32' "
+                             f"(or 'auto') on {device.type}")
+        return dtype, torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return dtype, nullcontext()
+
+
+def _all_reduce_mean(t: torch.Tensor, ddp: _Dist) -> torch.Tensor:
+    if ddp.enabled:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= ddp.world_size
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation and sampling
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, corpus: Corpus, split: str = "val", *, eval_iters: int,
+                  batch_size: int, block_size: int, seed: int = 0,
+                  device: torch.device | str = "cpu", autocast=None, rank: int = 0,
+                  world_size: int = 1) -> float:
+    r"""Mean loss over :obj:`eval_iters` random batches of a split, drawn from a generator
+    seeded with :obj:`seed` (the same batches at every call). With several processes, each
+    evaluates its rows of every batch and the means are averaged."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), device=device)
+    for _ in range(eval_iters):
+        x, y = corpus.get_batch(split, batch_size, block_size, gen, rank=rank,
+                                world_size=world_size, device=device)
+        with autocast if autocast is not None else nullcontext():
+            _, loss = model(x, y)
+        total += loss.float()
+    total /= eval_iters
+    if world_size > 1:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total /= world_size
+    model.train(was_training)
+    return total.item()
+
+
+def _sample(model: nn.Module, corpus: Corpus, config: TrainConfig, device: torch.device,
+            it: int) -> str:
+    if not hasattr(model, "generate"):
+        return ""
+    tok = corpus.tokenizer
+    if tok is not None:
+        prompt = [tok.stoi.get(config.sample_prompt[:1], 0)] if config.sample_prompt else [0]
+        prompt = [tok.stoi[c] for c in config.sample_prompt if c in tok.stoi] or prompt
+    else:
+        prompt = [0]
+    idx = torch.tensor([prompt], dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    devices = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):  # leave the run's RNG alone
+        torch.manual_seed(config.seed + it)
+        out = model.generate(idx, config.sample_tokens)
+    model.train(was_training)
+    ids = out[0].tolist()
+    return tok.decode(ids) if tok is not None else " ".join(map(str, ids))
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+class _Log:
+    r"""The JSONL log of a run (process 0 only)."""
+
+    def __init__(self, path: Path | None, keep_until: int | None):
+        self.path = path
+        self.records: list[dict] = []
+        if path is None:
+            return
+        if keep_until is not None and path.is_file():  # resume: drop what came after the ckpt
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill
+                if rec.get("iter", 0) <= keep_until:
+                    self.records.append(rec)
+        _write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def __call__(self, **rec) -> dict:
+        self.records.append(rec)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+        return rec
+
+
+def train(model: nn.Module, corpus: Corpus, config: TrainConfig | None = None, *,
+          resume: bool = False) -> TrainResult:
+    r"""Train :obj:`model` on :obj:`corpus`; see the module docstring.
+
+    Args:
+        model (nn.Module): ``logits, loss = model(x, targets)``; ``model.config`` (a dataclass
+            or dict) is saved with the checkpoint and checked on resume; ``model.generate`` is
+            used for samples.
+        corpus (Corpus): the data; its vocabulary is saved with the run.
+        config (TrainConfig, optional): the run (default :class:`TrainConfig()`).
+        resume (bool): continue from ``out_dir/ckpt.pt`` exactly where it stopped.
+
+    Returns:
+        :class:`TrainResult` (process 0 holds the history; the losses agree on every process).
+    """
+    config = config if config is not None else TrainConfig()
+    ddp = _setup_distributed(config.device)
+    try:
+        return _train(model, corpus, config, resume, ddp)
+    finally:
+        if ddp.created:
+            dist.destroy_process_group()
+
+
+def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
+           ddp: _Dist) -> TrainResult:
+    t_wall = time.time()
+    cfg = config.resolved()
+    device = _resolve_device(cfg.device, ddp)
+    dtype, autocast = _autocast(cfg, device)
+
+    # --- check everything before a byte is written -----------------------------------------
+    corpus.check_block_size(cfg.block_size)
+    if cfg.batch_size % ddp.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must be "
+                         f"divisible by the number of processes {ddp.world_size}")
+    mcfg = getattr(model, "config", None)
+    m_vocab = getattr(mcfg, "vocab_size", None)
+    if m_vocab is not None and m_vocab < corpus.vocab_size:
+        raise ValueError(f"the corpus has {corpus.vocab_size} symbols but the model's "
+                         f"vocab_size is {m_vocab}")
+    m_block = getattr(mcfg, "block_size", None)
+    if m_block is not None and m_block < cfg.block_size:
+        raise ValueError(f"TrainConfig.block_size {cfg.block_size} is larger than the model's "
+                         f"block_size {m_block}")
+    out = Path(cfg.out_dir) if cfg.out_dir is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    ckpt = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("resume=True needs an out_dir to resume from")
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        _check_resume(ckpt, ckpt_path, model, corpus, cfg)
+    elif ckpt_path is not None and ckpt_path.exists() and not cfg.overwrite:
+        raise ValueError(f"{ckpt_path} already exists: pass resume=True to continue that run, "
+                         f"overwrite=True to replace it, or another out_dir")
+
+    # --- build the run ---------------------------------------------------------------------
+    raw = model.to(device)
+    optimizer = configure_optimizer(raw, cfg, device.type)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    start_iter, best_val, val_loss, train_time = 0, math.inf, math.nan, 0.0
+    if ckpt is not None:
+        raw.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"], data_gen)
+        start_iter = int(ckpt["iter_num"])
+        best_val = float(ckpt["best_val_loss"])
+        val_loss = float(ckpt.get("val_loss", math.nan))
+        train_time = float(ckpt.get("train_time", 0.0))
+        del ckpt
+    else:
+        torch.manual_seed(cfg.seed + ddp.rank)
+        np.random.seed(cfg.seed + ddp.rank)
+        random.seed(cfg.seed + ddp.rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    fwd = torch.compile(raw) if cfg.compile else raw
+    step_model = fwd
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        step_model = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+
+    master = ddp.master
+    log = _Log(out / LOG_NAME if (out is not None and master) else None,
+               keep_until=start_iter if resume else None)
+    if master and out is not None and not resume and corpus.tokenizer is not None:
+        corpus.tokenizer.save(out / VOCAB_NAME)
+    num_params = sum(p.numel() for p in raw.parameters())
+    mfu_flops = None
+    if cfg.peak_flops and all(hasattr(mcfg, k) for k in ("n_layer", "n_head", "n_embd")):
+        mfu_flops = flops_per_token(num_params, mcfg.n_layer, mcfg.n_head, mcfg.n_embd,
+                                    cfg.block_size)
+    if master:
+        log(event="start", iter=start_iter, resume=resume, num_params=num_params,
+            world_size=ddp.world_size, device=str(device), dtype=dtype,
+            corpus=corpus.describe(), model_config=_model_config(raw),
+            train_config=dataclasses.asdict(cfg))
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not (master and cfg.progress),
+               dynamic_ncols=True, desc="train")
+
+    def checkpoint(it: int) -> None:
+        if not master or ckpt_path is None:
+            return
+        save_checkpoint({
+            "model": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "iter_num": it,
+            "schedule": {"lr": get_lr(it, cfg), "warmup_iters": cfg.warmup_iters,
+                         "lr_decay_iters": cfg.lr_decay_iters, "min_lr": cfg.min_lr},
+            "best_val_loss": best_val,
+            "val_loss": val_loss,
+            "train_time": train_time,
+            "rng": _rng_state(data_gen),
+            "data": {"corpus": corpus.describe()},
+            "model_class": type(raw).__qualname__,
+            "model_config": _model_config(raw),
+            "vocab_size": corpus.vocab_size,
+            "vocab": _vocab(corpus),
+            "train_config": dataclasses.asdict(cfg),
+            "world_size": ddp.world_size,
+        }, ckpt_path)
+
+    it = start_iter
+    train_loss = math.nan
+    t_last, it_last = time.time(), it
+    step_model.train()
+    while True:
+        last = it >= cfg.max_iters
+        at_resume_point = resume and it == start_iter  # already evaluated and saved there
+        if not at_resume_point:
+            did = False
+            if it % cfg.eval_interval == 0 or last:
+                val_loss = estimate_loss(
+                    fwd, corpus, "val", eval_iters=cfg.eval_iters, batch_size=cfg.batch_size,
+                    block_size=cfg.block_size, seed=cfg.seed + 1, device=device,
+                    autocast=autocast, rank=ddp.rank, world_size=ddp.world_size)
+                best_val = min(best_val, val_loss)
+                if master:
+                    log(event="eval", iter=it, val_loss=val_loss, best_val_loss=best_val,
+                        time=time.time() - t_wall)
+                    bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+                did = True
+            if master and cfg.sample_interval and it > 0 and (
+                    it % cfg.sample_interval == 0 or last):
+                text = _sample(raw, corpus, cfg, device, it)
+                log(event="sample", iter=it, text=text)
+                bar.write(f"--- sample at step {it} ---\n{text}\n---")
+                did = True
+            if it > start_iter and (it % cfg.checkpoint_interval == 0 or last):
+                checkpoint(it)
+                did = True
+            if did:
+                t_last = time.time()  # tokens/s counts training only
+        if last:
+            break
+
+        lr = get_lr(it, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * lr / cfg.learning_rate
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            x, y = corpus.get_batch("train", cfg.batch_size, cfg.block_size, data_gen,
+                                    rank=ddp.rank, world_size=ddp.world_size, device=device)
+            if ddp.enabled:  # all-reduce the gradients on the last micro-step only
+                step_model.require_backward_grad_sync = micro == cfg.grad_accum - 1
+            with autocast:
+                _, loss = step_model(x, y)
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        it += 1
+        bar.update(1)
+
+        if it % cfg.log_interval == 0 or it == cfg.max_iters:
+            train_loss = _all_reduce_mean(loss_sum / cfg.grad_accum, ddp).item()
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"the training loss is {train_loss} at step {it} "
+                                         f"(learning rate {lr:.3g}); no checkpoint was written")
+            now = time.time()
+            dt = now - t_last
+            train_time += dt
+            tps = (it - it_last) * cfg.tokens_per_iter / max(dt, 1e-9)
+            t_last, it_last = now, it
+            if master:
+                rec = dict(event="train", iter=it, loss=train_loss, lr=lr, tokens_per_sec=tps,
+                           time=now - t_wall)
+                if mfu_flops is not None:
+                    rec["mfu"] = mfu_flops * tps / (cfg.peak_flops * ddp.world_size)
+                log(**rec)
+                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}",
+                                tok_s=f"{tps:,.0f}")
+    bar.close()
+    trained = it - start_iter
+    return TrainResult(
+        iters=it, best_val_loss=best_val, val_loss=val_loss, train_loss=train_loss,
+        num_params=num_params, train_time=train_time, wall_time=time.time() - t_wall,
+        tokens_per_sec=(it * cfg.tokens_per_iter / train_time) if train_time > 0 and trained
+        else 0.0,
+        history=log.records)
