@@ -6,3 +6,6 @@ from .split import stratified_split  # noqa: F401
 from .oversquash import (  # noqa: F401
     CliquePathTransfer, CrossedRingTransfer, RingTransfer, TreeNeighborsMatch,
 )
+from .causal import (  # noqa: F401
+    CopyFirstToken, CopyLastToken, CountOnes, causal_graph,
+)

@@ -15,14 +15,17 @@ reads its prediction at that node: :obj:`out[batch.root_index]`.
 """
 import itertools
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
 
-from graphformer.datasets.split import stratified_split
+from graphformer.datasets.base import (
+    GeneratedDataset,
+    check_int,
+    collate_same_topology,
+)
 
 __all__ = [
     'TreeNeighborsMatch',
@@ -32,99 +35,7 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _collate_same_topology(
-    x: Tensor,
-    edge_index: Tensor,
-    y: Tensor,
-    root: int,
-    **graph_attrs: Tensor,
-) -> Tuple[Data, Dict[str, Tensor]]:
-    r"""Builds :class:`InMemoryDataset` storage for :obj:`G` graphs that share
-    one topology, without a Python loop over graphs.
-
-    :obj:`x` is :obj:`[G, n, ...]`, :obj:`edge_index` the shared
-    :obj:`[2, E]` local edge list, :obj:`y` is :obj:`[G]`, :obj:`root` the
-    read-out node, and every extra attribute a per-graph :obj:`[G]` tensor of
-    node indices (stored like :obj:`root_index`). Equal to
-    :meth:`InMemoryDataset.collate` on the list of per-graph :class:`Data`.
-    """
-    G, n = x.size(0), x.size(1)
-    E = edge_index.size(1)
-    root_mask = torch.zeros(G, n, dtype=torch.bool)
-    root_mask[:, root] = True
-    data = Data(
-        x=x.reshape(G * n, *x.shape[2:]),
-        edge_index=edge_index.repeat(1, G),
-        y=y.view(-1),
-        root_mask=root_mask.view(-1),
-        root_index=torch.full((G, ), root, dtype=torch.long),
-        **{k: v.view(-1) for k, v in graph_attrs.items()},
-    )
-    ar = torch.arange(G + 1)
-    slices = {'x': ar * n, 'edge_index': ar * E, 'y': ar.clone(),
-              'root_mask': ar * n, 'root_index': ar.clone()}
-    for k in graph_attrs:
-        slices[k] = ar.clone()
-    return data, slices
-
-
-class _GeneratedDataset(InMemoryDataset):
-    r"""Shared plumbing: an in-memory data set generated in :obj:`__init__`."""
-
-    default_test_fraction: float = 0.2
-
-    def _store(self, data: Data, slices: Dict[str, Tensor]) -> None:
-        if self.pre_transform is not None:
-            self._data, self.slices = data, slices
-            data_list = [self.pre_transform(self.get(i))
-                         for i in range(self.len())]
-            data, slices = self.collate(data_list)
-        self.data, self.slices = data, slices
-
-    @property
-    def num_classes(self) -> int:
-        return self._num_classes
-
-    @property
-    def labels(self) -> Tensor:
-        r"""All graph labels, :obj:`[num_graphs]`."""
-        return self._data.y
-
-    def split(
-        self,
-        seed: Optional[int] = None,
-        test_fraction: Optional[float] = None,
-    ) -> Tuple[Tensor, Tensor]:
-        r"""Stratified train/test split of the graph indices, see
-        :func:`~graphformer.datasets.split.stratified_split`.
-
-        Args:
-            seed (int, optional): Seed of the split; the data set's own seed
-                when :obj:`None`. (default: :obj:`None`)
-            test_fraction (float, optional): Share of every class in the test
-                set; :obj:`default_test_fraction` of the class when
-                :obj:`None`. (default: :obj:`None`)
-
-        Returns:
-            (train_idx, test_idx); use them as :obj:`dataset[train_idx]`.
-        """
-        return stratified_split(
-            self.labels,
-            self.default_test_fraction
-            if test_fraction is None else test_fraction,
-            self.seed if seed is None else seed,
-        )
-
-
-class TreeNeighborsMatch(_GeneratedDataset):
+class TreeNeighborsMatch(GeneratedDataset):
     r"""Tree-NeighborsMatch ("dictionary look-up" on a binary tree), from
     Alon & Yahav, `"On the Bottleneck of Graph Neural Networks and its
     Practical Implications" <https://arxiv.org/abs/2006.05205>`_ (ICLR 2021).
@@ -192,16 +103,16 @@ class TreeNeighborsMatch(_GeneratedDataset):
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
     ) -> None:
-        depth = _check_int('depth', depth, 1)
+        depth = check_int('depth', depth, 1)
         if depth > 12:
             raise ValueError(
                 f"depth {depth} gives trees of {2 ** (depth + 1) - 1} nodes; "
                 f"depths above 12 are not supported")
         self.depth = depth
         self.seed = int(seed)
-        self.num_permutations = _check_int('num_permutations',
+        self.num_permutations = check_int('num_permutations',
                                            num_permutations, 1)
-        self.max_examples = _check_int('max_examples', max_examples, 1)
+        self.max_examples = check_int('max_examples', max_examples, 1)
         self.self_loops = bool(self_loops)
         self.num_leaves = 2**depth
         self._num_classes = self.num_leaves
@@ -218,7 +129,7 @@ class TreeNeighborsMatch(_GeneratedDataset):
         x[:, L - 1:, 0] = torch.arange(1, L + 1)
         x[:, L - 1:, 1] = perms_g + 1
         y = perms_g.gather(1, keys.view(-1, 1)).view(-1)
-        data, slices = _collate_same_topology(x, self.tree_edge_index(), y, 0)
+        data, slices = collate_same_topology(x, self.tree_edge_index(), y, 0)
         self._store(data, slices)
 
     def tree_edge_index(self) -> Tensor:
@@ -277,7 +188,7 @@ class TreeNeighborsMatch(_GeneratedDataset):
                 f'num_graphs={len(self)}, num_classes={self.num_classes})')
 
 
-class _GraphTransfer(_GeneratedDataset):
+class _GraphTransfer(GeneratedDataset):
     r"""Base of the graph-transfer tasks of Di Giovanni et al. (2023)."""
 
     # The paper's code trains on 5000 and tests on 500 graphs.
@@ -292,9 +203,9 @@ class _GraphTransfer(_GeneratedDataset):
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
     ) -> None:
-        self.distance = _check_int('distance', distance, self._min_distance)
-        self._num_classes = _check_int('num_classes', num_classes, 2)
-        num_graphs = _check_int('num_graphs', num_graphs, 1)
+        self.distance = check_int('distance', distance, self._min_distance)
+        self._num_classes = check_int('num_classes', num_classes, 2)
+        num_graphs = check_int('num_graphs', num_graphs, 1)
         if num_graphs < 2 * num_classes:
             raise ValueError(
                 f"num_graphs={num_graphs} is too small: a split holding every "
@@ -311,7 +222,7 @@ class _GraphTransfer(_GeneratedDataset):
         x = torch.ones(num_graphs, num_nodes, num_classes)
         x[:, root] = 0.0
         x[:, label_node] = torch.nn.functional.one_hot(y, num_classes).float()
-        data, slices = _collate_same_topology(
+        data, slices = collate_same_topology(
             x, edge_index, y, root,
             label_node_index=torch.full((num_graphs, ), label_node))
         self._store(data, slices)
@@ -423,7 +334,7 @@ class CliquePathTransfer(_GraphTransfer):
         pre_transform: Optional[Callable] = None,
     ) -> None:
         if clique_size is not None:
-            clique_size = _check_int('clique_size', clique_size, 2)
+            clique_size = check_int('clique_size', clique_size, 2)
         self.clique_size = clique_size
         super().__init__(distance, num_graphs, num_classes, seed, transform,
                          pre_transform)
