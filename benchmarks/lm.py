@@ -1,0 +1,281 @@
+r"""Language modelling on the causal DAG: train a GPT variant, or compare several.
+
+A thin command line over :mod:`graphformer.train`, :mod:`graphformer.datasets` and
+:class:`graphformer.models.GPT`. The defaults are nanoGPT's CPU configuration for
+character-level Shakespeare (4 layers, 4 heads, 128 dims, block 64, batch 12, 2000 steps,
+learning rate 1e-3 decayed to 1e-4, dropout 0), on the generated stories unless ``--data``
+names a text file or a folder of ``train.bin``/``val.bin``.
+
+Examples::
+
+    python benchmarks/lm.py                                   # gpt on the generated stories
+    python benchmarks/lm.py --data ../shared/data/tinyshakespeare.txt --arch nesterov
+    python benchmarks/lm.py --data ../shared/data/tinyshakespeare.txt \
+        --compare gpt nesterov nesterov0 heavyball strang diff pause --seeds 0 1 2
+    torchrun --nproc_per_node=2 benchmarks/lm.py --device cpu      # DDP (gloo on CPU)
+    python benchmarks/lm.py --resume                          # continue a killed run
+
+Every run writes ``OUT/<arch>-s<seed>/`` (``ckpt.pt``, ``log.jsonl``, ``vocab.json``,
+``result.json``); ``--compare`` adds ``OUT/compare.{json,csv,md}`` (best validation loss, mean
+and spread over seeds, parameter counts, wall time, tokens/s) and ``OUT/loss_curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from graphformer.datasets import load_corpus
+from graphformer.models import GPT, GPTConfig
+from graphformer.train import CHECKPOINT_NAME, TrainConfig, train
+
+#: ``--arch`` name -> GPTConfig fields.
+ARCHS = {
+    "gpt": dict(method="gd", scheme="lie_trotter"),
+    "nesterov": dict(method="nesterov", scheme="lie_trotter", v0="embedding"),
+    "nesterov0": dict(method="nesterov", scheme="lie_trotter", v0="zero"),
+    "heavyball": dict(method="heavyball", scheme="lie_trotter", v0="embedding"),
+    "strang": dict(method="gd", scheme="strang"),
+    "diff": dict(method="gd", scheme="lie_trotter", attention="diff"),
+    "pause": dict(method="gd", scheme="lie_trotter"),  # + pause_every
+}
+
+#: Dense bf16 peak FLOP/s per GPU, for the model FLOPs utilisation.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--arch", default="gpt", choices=sorted(ARCHS),
+                   help="gpt = gradient descent + Lie-Trotter; nesterov = YuriiFormer (v0 from "
+                        "its own embeddings); nesterov0 = Nesterov with v0 = 0 "
+                        "(parameter-matched); heavyball; strang = GD + Strang splitting; "
+                        "diff = differential attention; pause = pause tokens")
+    g.add_argument("--compare", nargs="+", metavar="ARCH", choices=sorted(ARCHS),
+                   help="run these variants on the same seeds and data and write a table")
+    g.add_argument("--seed", type=int, default=0, help="seed of one run")
+    g.add_argument("--seeds", type=int, nargs="+", help="seeds of --compare (default: --seed)")
+    g.add_argument("--out", default="results/lm", help="output folder")
+    g.add_argument("--resume", action="store_true",
+                   help="continue every run that has a checkpoint in --out (others start)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh over existing checkpoints")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None,
+                   help="a UTF-8 text file, a folder with train.bin/val.bin, or nothing for "
+                        "the generated stories")
+    d.add_argument("--val_fraction", type=float, default=0.1,
+                   help="last share of a text file held out for validation")
+    d.add_argument("--num_chars", type=int, default=1_000_000,
+                   help="size of the generated stories")
+    d.add_argument("--data_seed", type=int, default=0, help="seed of the generated stories")
+    d.add_argument("--vocab_size", type=int, default=None,
+                   help="vocabulary size of .bin files without meta.json/meta.pkl")
+    m = p.add_argument_group("model")
+    m.add_argument("--n_layer", type=int, default=4)
+    m.add_argument("--n_head", type=int, default=4)
+    m.add_argument("--n_embd", type=int, default=128)
+    m.add_argument("--block_size", type=int, default=64)
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--pause_every", type=int, default=8, help="pause token period of --arch pause")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--batch_size", type=int, default=12, help="global rows per micro-step")
+    o.add_argument("--grad_accum", type=int, default=1)
+    o.add_argument("--max_iters", type=int, default=2000)
+    o.add_argument("--lr", type=float, default=1e-3)
+    o.add_argument("--min_lr", type=float, default=1e-4)
+    o.add_argument("--warmup", type=int, default=100)
+    o.add_argument("--lr_decay_iters", type=int, default=None, help="default: max_iters")
+    o.add_argument("--scalar_lr", type=float, default=None,
+                   help="learning rate of the dynamics' scalars (default: --lr)")
+    o.add_argument("--weight_decay", type=float, default=0.1)
+    o.add_argument("--beta1", type=float, default=0.9)
+    o.add_argument("--beta2", type=float, default=0.99)
+    o.add_argument("--grad_clip", type=float, default=1.0)
+    e = p.add_argument_group("evaluation and system")
+    e.add_argument("--eval_interval", type=int, default=250)
+    e.add_argument("--eval_iters", type=int, default=100)
+    e.add_argument("--log_interval", type=int, default=10)
+    e.add_argument("--sample_interval", type=int, default=0, help="0: sample at the end only")
+    e.add_argument("--sample_tokens", type=int, default=300)
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    e.add_argument("--compile", action="store_true", help="torch.compile the model")
+    e.add_argument("--peak_flops", type=float, default=None,
+                   help="peak FLOP/s of one device for MFU (default: known GPUs)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [args.seed]
+    return args
+
+
+def model_config(args: argparse.Namespace, arch: str, vocab_size: int) -> GPTConfig:
+    fields = dict(ARCHS[arch])
+    if arch == "pause":
+        fields["pause_every"] = args.pause_every
+    return GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                     block_size=args.block_size, vocab_size=vocab_size, dropout=args.dropout,
+                     bias=args.bias, **fields)
+
+
+def train_config(args: argparse.Namespace, seed: int, out_dir: Path) -> TrainConfig:
+    peak = args.peak_flops
+    if peak is None and torch.cuda.is_available() and args.device != "cpu":
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return TrainConfig(
+        max_iters=args.max_iters, batch_size=args.batch_size, block_size=args.block_size,
+        grad_accum=args.grad_accum, learning_rate=args.lr, min_lr=args.min_lr,
+        warmup_iters=args.warmup, lr_decay_iters=args.lr_decay_iters,
+        weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2,
+        grad_clip=args.grad_clip, scalar_lr=args.scalar_lr, eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters, log_interval=args.log_interval,
+        sample_interval=args.sample_interval or args.max_iters,
+        sample_tokens=args.sample_tokens, compile=args.compile, dtype=args.dtype,
+        device=args.device, seed=seed, out_dir=str(out_dir), overwrite=args.overwrite,
+        progress=not args.quiet, peak_flops=peak)
+
+
+def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
+    out_dir = Path(args.out) / f"{arch}-s{seed}"
+    resume = args.resume and (out_dir / CHECKPOINT_NAME).is_file()
+    torch.manual_seed(seed)  # the model's initial weights
+    model = GPT(model_config(args, arch, corpus.vocab_size))
+    if master:
+        print(f"== {arch}, seed {seed}: {'resuming' if resume else 'training'} in {out_dir}",
+              flush=True)
+    res = train(model, corpus, train_config(args, seed, out_dir), resume=resume)
+    mfu = [r["mfu"] for r in res.history if r["event"] == "train" and "mfu" in r]
+    sample = next((r["text"] for r in reversed(res.history) if r["event"] == "sample"), "")
+    summary = dict(
+        arch=arch, seed=seed, best_val_loss=res.best_val_loss, val_loss=res.val_loss,
+        train_loss=res.train_loss, iters=res.iters, num_params=res.num_params,
+        num_params_nanogpt=model.get_num_params(), wall_time=res.wall_time,
+        train_time=res.train_time, tokens_per_sec=res.tokens_per_sec,
+        mfu=statistics.mean(mfu[len(mfu) // 5:]) if mfu else None,
+        model_config=model.config_dict(), corpus=corpus.describe(), sample=sample,
+        history=[{k: r[k] for k in ("event", "iter", "loss", "val_loss") if k in r}
+                 for r in res.history if r["event"] in ("train", "eval")])
+    if master:
+        (out_dir / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"   best val loss {res.best_val_loss:.4f}, {res.num_params / 1e6:.2f}M params, "
+              f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s"
+              + (f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ""),
+              flush=True)
+    return summary
+
+
+def _stats(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict]:
+    r"""The table of a comparison as JSON, CSV and markdown, and the loss curves as PNG."""
+    rows = []
+    for arch in archs:
+        rs = [r for r in runs if r["arch"] == arch]
+        mean, std = _stats([r["best_val_loss"] for r in rs])
+        rows.append(dict(
+            arch=arch, seeds=[r["seed"] for r in rs], best_val_loss_mean=mean,
+            best_val_loss_std=std, best_val_loss_min=min(r["best_val_loss"] for r in rs),
+            best_val_loss_max=max(r["best_val_loss"] for r in rs),
+            num_params=rs[0]["num_params"], num_params_nanogpt=rs[0]["num_params_nanogpt"],
+            wall_time_mean=_stats([r["wall_time"] for r in rs])[0],
+            tokens_per_sec_mean=_stats([r["tokens_per_sec"] for r in rs])[0],
+            iters=rs[0]["iters"]))
+    (out / "compare.json").write_text(json.dumps({"rows": rows, "runs": [
+        {k: v for k, v in r.items() if k != "history"} for r in runs]}, indent=1) + "\n")
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            w.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    lines = ["| arch | best val loss (mean ± std) | min | max | seeds | params | "
+             "wall time (s) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} | {r['best_val_loss_mean']:.4f} ± "
+                     f"{r['best_val_loss_std']:.4f} | {r['best_val_loss_min']:.4f} | "
+                     f"{r['best_val_loss_max']:.4f} | {len(r['seeds'])} | "
+                     f"{r['num_params'] / 1e6:.3f}M | {r['wall_time_mean']:.0f} | "
+                     f"{r['tokens_per_sec_mean']:,.0f} |")
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    plot_curves(runs, archs, out / "loss_curves.png")
+    return rows
+
+
+def plot_curves(runs: list[dict], archs: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, arch in enumerate(archs):
+        color = f"C{i}"
+        for j, r in enumerate(x for x in runs if x["arch"] == arch):
+            tr = [(h["iter"], h["loss"]) for h in r["history"] if h["event"] == "train"]
+            ev = [(h["iter"], h["val_loss"]) for h in r["history"] if h["event"] == "eval"]
+            label = arch if j == 0 else None
+            if tr:
+                axes[0].plot(*zip(*tr), color=color, alpha=0.6, lw=0.8, label=label)
+            if ev:
+                axes[1].plot(*zip(*ev), color=color, marker="o", ms=3, label=label)
+    for ax, title in zip(axes, ("train loss", "validation loss")):
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    # one process group for all runs of a torchrun launch (train() reuses it)
+    created = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        use_cuda = args.device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        created = True
+    master = not dist.is_initialized() or dist.get_rank() == 0
+    try:
+        t0 = time.time()
+        corpus = load_corpus(args.data, val_fraction=args.val_fraction,
+                             vocab_size=args.vocab_size, seed=args.data_seed,
+                             num_chars=args.num_chars)
+        if master:
+            print(f"data: {corpus}", flush=True)
+        archs = args.compare or [args.arch]
+        seeds = args.seeds if args.compare else [args.seed]
+        runs = [run_one(args, arch, seed, corpus, master) for arch in archs for seed in seeds]
+        if master and args.compare:
+            out = Path(args.out)
+            rows = write_comparison(runs, out, archs)
+            print((out / "compare.md").read_text(), end="")
+            print(f"wrote {out / 'compare.md'}, compare.json, compare.csv, loss_curves.png "
+                  f"({time.time() - t0:.0f} s)")
+            return rows
+        if master and runs and runs[0].get("sample"):
+            print("--- sample ---\n" + runs[0]["sample"])
+        return runs
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,76 @@
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    spec = importlib.util.spec_from_file_location("lm_benchmark", ROOT / "benchmarks" / "lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+        "--batch_size", "4", "--max_iters", "4", "--warmup", "1", "--eval_interval", "2",
+        "--eval_iters", "2", "--log_interval", "1", "--sample_tokens", "10",
+        "--num_chars", "20000", "--device", "cpu", "--quiet"]
+
+
+def test_help(lm, capsys):
+    with pytest.raises(SystemExit) as e:
+        lm.main(["--help"])
+    assert e.value.code == 0
+    assert "--compare" in capsys.readouterr().out
+
+
+def test_arch_names_map_to_configs(lm):
+    args = lm.parse_args(TINY)
+    cfgs = {a: lm.model_config(args, a, 30) for a in lm.ARCHS}
+    assert (cfgs["gpt"].method, cfgs["gpt"].scheme) == ("gd", "lie_trotter")
+    assert (cfgs["nesterov"].method, cfgs["nesterov"].v0) == ("nesterov", "embedding")
+    assert (cfgs["nesterov0"].method, cfgs["nesterov0"].v0) == ("nesterov", "zero")
+    assert cfgs["strang"].scheme == "strang" and cfgs["diff"].attention == "diff"
+    assert cfgs["pause"].pause_every == 8 and cfgs["heavyball"].method == "heavyball"
+
+
+def test_compare_writes_table_and_plot(lm, tmp_path):
+    rows = lm.main(TINY + ["--compare", "gpt", "nesterov0", "--seeds", "0", "1",
+                           "--out", str(tmp_path)])
+    assert [r["arch"] for r in rows] == ["gpt", "nesterov0"]
+    for name in ("compare.json", "compare.csv", "compare.md", "loss_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert len(data["runs"]) == 4
+    for r in data["runs"]:
+        run_dir = tmp_path / f"{r['arch']}-s{r['seed']}"
+        assert {"ckpt.pt", "log.jsonl", "vocab.json", "result.json"} <= {
+            p.name for p in run_dir.iterdir()}
+        assert r["iters"] == 4 and r["best_val_loss"] < 5
+    by = {r["arch"]: r for r in data["rows"]}
+    assert by["gpt"]["seeds"] == [0, 1] and by["nesterov0"]["num_params"] > by["gpt"][
+        "num_params"]
+    with open(tmp_path / "compare.csv") as f:
+        assert [r["arch"] for r in csv.DictReader(f)] == ["gpt", "nesterov0"]
+    assert "| nesterov0 |" in (tmp_path / "compare.md").read_text()
+    # different seeds give different runs; --resume of finished runs trains nothing more
+    assert data["runs"][0]["best_val_loss"] != data["runs"][1]["best_val_loss"]
+    again = lm.main(TINY + ["--compare", "gpt", "--seeds", "0", "--resume",
+                            "--out", str(tmp_path)])
+    assert again[0]["best_val_loss_mean"] == data["runs"][0]["best_val_loss"]
+    with pytest.raises(ValueError, match="already exists"):
+        lm.main(TINY + ["--arch", "gpt", "--out", str(tmp_path)])
