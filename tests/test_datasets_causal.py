@@ -74,3 +74,12 @@ def test_bad_input():
         CopyLastToken(4, background='zeros')
     with pytest.raises(ValueError, match='length'):
         CopyFirstToken(0)
+
+
+def test_subset_tokens_and_labels():
+    ds = CountOnes(4, num_sequences=50)
+    idx = torch.tensor([3, 7, 1])
+    sub = ds[idx]
+    assert torch.equal(sub.tokens, ds.tokens[idx])
+    assert torch.equal(sub.labels, ds.labels[idx])
+    assert torch.equal(sub[0].x, ds[3].x)

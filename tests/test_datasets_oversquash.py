@@ -232,3 +232,15 @@ def test_stratified_split():
         stratified_split(y, 1.5)
     with pytest.raises(TypeError, match='integer'):
         stratified_split(y.float())
+
+
+def test_subsets_keep_their_own_labels():
+    ds = RingTransfer(3, num_graphs=60)
+    train, test = ds.split()
+    sub = ds[test]
+    assert torch.equal(sub.labels, ds.labels[test])
+    assert torch.equal(sub.labels, torch.cat([d.y for d in sub]))
+    # a validation split carved out of the training subset
+    tr2, va2 = ds[train].split(test_fraction=0.2)
+    assert len(tr2) + len(va2) == len(train)
+    assert set(ds[train].labels[va2].tolist()) == set(range(5))

@@ -78,8 +78,15 @@ class GeneratedDataset(InMemoryDataset):
 
     @property
     def labels(self) -> Tensor:
-        r"""All graph labels, :obj:`[num_graphs]`."""
-        return self._data.y
+        r"""The graph labels, :obj:`[len(self)]` (of the selected graphs
+        only, for a subset such as :obj:`dataset[train_idx]`)."""
+        return self._select(self._data.y)
+
+    def _select(self, per_graph: Tensor) -> Tensor:
+        if self._indices is None:
+            return per_graph
+        return per_graph[torch.as_tensor(list(self.indices()),
+                                         dtype=torch.long)]
 
     def split(
         self,

@@ -91,8 +91,9 @@ class _CausalSequenceTask(GeneratedDataset):
 
     @property
     def tokens(self) -> Tensor:
-        r"""All sequences as token ids, :obj:`[num_sequences, length]`."""
-        return self._data.x.view(-1, self.length)
+        r"""The sequences as token ids, :obj:`[len(self), length]` (of the
+        selected sequences only, for a subset)."""
+        return self._select(self._data.x.view(-1, self.length))
 
     @property
     def vocab_size(self) -> int:
