@@ -170,7 +170,7 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
                  for r in res.history if r["event"] in ("train", "eval")])
     if master:
         (out_dir / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"   best val loss {res.best_val_loss:.4f}, {res.num_params / 1e6:.2f}M params, "
+        print(f"   best val loss {res.best_val_loss:.4f}, {res.num_params:,} params, "
               f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s"
               + (f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ""),
               flush=True)

@@ -391,6 +391,9 @@ def _check_resume(ckpt: dict, path: Path, model: nn.Module, corpus: Corpus,
     if bad:
         raise ValueError(f"{path}: the checkpoint's parameters do not fit the model (another "
                          f"architecture?): {bad[:5]}")
+    if ckpt.get("data", {}).get("corpus") not in (None, corpus.describe()):
+        warnings.warn(f"{path}: the corpus differs from the checkpoint's "
+                      f"({ckpt['data']['corpus']} vs {corpus.describe()})", stacklevel=3)
     old_cfg = ckpt.get("train_config", {})
     changed = [k for k in ("batch_size", "block_size", "grad_accum", "learning_rate",
                            "min_lr", "warmup_iters", "lr_decay_iters", "seed")
@@ -443,6 +446,8 @@ def _resolve_device(device: str, ddp: _Dist) -> torch.device:
             raise ValueError(f"device {device!r} was asked for but CUDA is not available")
         if ddp.enabled:
             dev = torch.device("cuda", ddp.local_rank)
+        elif dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     return dev
 
@@ -503,11 +508,8 @@ def _sample(model: nn.Module, corpus: Corpus, config: TrainConfig, device: torch
     if not hasattr(model, "generate"):
         return ""
     tok = corpus.tokenizer
-    if tok is not None:
-        prompt = [tok.stoi.get(config.sample_prompt[:1], 0)] if config.sample_prompt else [0]
-        prompt = [tok.stoi[c] for c in config.sample_prompt if c in tok.stoi] or prompt
-    else:
-        prompt = [0]
+    prompt = [tok.stoi[c] for c in config.sample_prompt if c in tok.stoi] if tok else []
+    prompt = prompt or [0]
     idx = torch.tensor([prompt], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
@@ -615,7 +617,12 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
     if ckpt is not None:
         raw.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"], data_gen)
+        rng = ckpt["rng"]
+        if len(rng) != ddp.world_size:
+            warnings.warn(f"{ckpt_path}: written by {len(rng)} process(es), resumed by "
+                          f"{ddp.world_size}; dropout will not repeat the same masks",
+                          stacklevel=2)
+        _set_rng_state(rng[ddp.rank % len(rng)], data_gen)
         start_iter = int(ckpt["iter_num"])
         best_val = float(ckpt["best_val_loss"])
         val_loss = float(ckpt.get("val_loss", math.nan))
@@ -643,8 +650,8 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
     num_params = sum(p.numel() for p in raw.parameters())
     mfu_flops = None
     if cfg.peak_flops and all(hasattr(mcfg, k) for k in ("n_layer", "n_head", "n_embd")):
-        mfu_flops = flops_per_token(num_params, mcfg.n_layer, mcfg.n_head, mcfg.n_embd,
-                                    cfg.block_size)
+        n = raw.get_num_params() if hasattr(raw, "get_num_params") else num_params
+        mfu_flops = flops_per_token(n, mcfg.n_layer, mcfg.n_head, mcfg.n_embd, cfg.block_size)
     if master:
         log(event="start", iter=start_iter, resume=resume, num_params=num_params,
             world_size=ddp.world_size, device=str(device), dtype=dtype,
@@ -656,7 +663,13 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
                dynamic_ncols=True, desc="train")
 
     def checkpoint(it: int) -> None:
-        if not master or ckpt_path is None:
+        if ckpt_path is None:
+            return
+        rng = [_rng_state(data_gen)]  # every process's RNG (dropout differs between them)
+        if ddp.enabled:
+            rng = [None] * ddp.world_size
+            dist.all_gather_object(rng, _rng_state(data_gen))
+        if not master:
             return
         save_checkpoint({
             "model": raw.state_dict(),
@@ -667,7 +680,7 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
             "best_val_loss": best_val,
             "val_loss": val_loss,
             "train_time": train_time,
-            "rng": _rng_state(data_gen),
+            "rng": rng,
             "data": {"corpus": corpus.describe()},
             "model_class": type(raw).__qualname__,
             "model_config": _model_config(raw),

@@ -171,7 +171,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, corpus):
     assert resumed.best_val_loss == full.best_val_loss
     ca = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
     cb = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
-    assert torch.equal(ca["rng"]["data"], cb["rng"]["data"])
+    assert torch.equal(ca["rng"][0]["data"], cb["rng"][0]["data"])
     for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
