@@ -465,6 +465,12 @@ def _autocast(config: TrainConfig, device: torch.device):
     return dtype, nullcontext()
 
 
+def _elapsed(t0: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.time() - t0
+
+
 def _all_reduce_mean(t: torch.Tensor, ddp: _Dist) -> torch.Tensor:
     if ddp.enabled:
         t = t.clone()
@@ -692,35 +698,37 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
 
     it = start_iter
     train_loss = math.nan
-    t_last, it_last = time.time(), it
+    train_time_at_start = train_time
+    # tokens/s counts training only: the clock stops during evaluation, samples, checkpoints
+    pending, t_step, it_last = 0.0, time.time(), it
     step_model.train()
     while True:
         last = it >= cfg.max_iters
         at_resume_point = resume and it == start_iter  # already evaluated and saved there
-        if not at_resume_point:
-            did = False
-            if it % cfg.eval_interval == 0 or last:
-                val_loss = estimate_loss(
-                    fwd, corpus, "val", eval_iters=cfg.eval_iters, batch_size=cfg.batch_size,
-                    block_size=cfg.block_size, seed=cfg.seed + 1, device=device,
-                    autocast=autocast, rank=ddp.rank, world_size=ddp.world_size)
-                best_val = min(best_val, val_loss)
-                if master:
-                    log(event="eval", iter=it, val_loss=val_loss, best_val_loss=best_val,
-                        time=time.time() - t_wall)
-                    bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-                did = True
-            if master and cfg.sample_interval and it > 0 and (
-                    it % cfg.sample_interval == 0 or last):
-                text = _sample(raw, corpus, cfg, device, it)
-                log(event="sample", iter=it, text=text)
-                bar.write(f"--- sample at step {it} ---\n{text}\n---")
-                did = True
-            if it > start_iter and (it % cfg.checkpoint_interval == 0 or last):
-                checkpoint(it)
-                did = True
-            if did:
-                t_last = time.time()  # tokens/s counts training only
+        do_eval = not at_resume_point and (it % cfg.eval_interval == 0 or last)
+        do_sample = (master and not at_resume_point and cfg.sample_interval > 0 and it > 0
+                     and (it % cfg.sample_interval == 0 or last))
+        do_ckpt = it > start_iter and (it % cfg.checkpoint_interval == 0 or last)
+        if do_eval or do_sample or do_ckpt:
+            pending += _elapsed(t_step, device)
+        if do_eval:
+            val_loss = estimate_loss(
+                fwd, corpus, "val", eval_iters=cfg.eval_iters, batch_size=cfg.batch_size,
+                block_size=cfg.block_size, seed=cfg.seed + 1, device=device,
+                autocast=autocast, rank=ddp.rank, world_size=ddp.world_size)
+            best_val = min(best_val, val_loss)
+            if master:
+                log(event="eval", iter=it, val_loss=val_loss, best_val_loss=best_val,
+                    time=time.time() - t_wall)
+                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        if do_sample:
+            text = _sample(raw, corpus, cfg, device, it)
+            log(event="sample", iter=it, text=text)
+            bar.write(f"--- sample at step {it} ---\n{text}\n---")
+        if do_ckpt:
+            checkpoint(it)
+        if do_eval or do_sample or do_ckpt:
+            t_step = time.time()
         if last:
             break
 
@@ -749,11 +757,11 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"the training loss is {train_loss} at step {it} "
                                          f"(learning rate {lr:.3g}); no checkpoint was written")
-            now = time.time()
-            dt = now - t_last
-            train_time += dt
-            tps = (it - it_last) * cfg.tokens_per_iter / max(dt, 1e-9)
-            t_last, it_last = now, it
+            now = time.time()  # .item() above waited for the device
+            pending += now - t_step
+            train_time += pending
+            tps = (it - it_last) * cfg.tokens_per_iter / max(pending, 1e-9)
+            pending, t_step, it_last = 0.0, now, it
             if master:
                 rec = dict(event="train", iter=it, loss=train_loss, lr=lr, tokens_per_sec=tps,
                            time=now - t_wall)
@@ -763,10 +771,10 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
                 bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}",
                                 tok_s=f"{tps:,.0f}")
     bar.close()
-    trained = it - start_iter
+    seconds = train_time - train_time_at_start  # this session's steps
     return TrainResult(
         iters=it, best_val_loss=best_val, val_loss=val_loss, train_loss=train_loss,
         num_params=num_params, train_time=train_time, wall_time=time.time() - t_wall,
-        tokens_per_sec=(it * cfg.tokens_per_iter / train_time) if train_time > 0 and trained
+        tokens_per_sec=(it - start_iter) * cfg.tokens_per_iter / seconds if seconds > 0
         else 0.0,
         history=log.records)
