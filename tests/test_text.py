@@ -178,3 +178,17 @@ def test_bin_corpus_bad_files(tmp_path):
     _write_bins(tmp_path / "short", [1, 2, 3, 1, 2, 3], [1, 2], {"vocab_size": 4})
     with pytest.raises(ValueError, match="block_size 4 is larger than the val split"):
         BinCorpus(tmp_path / "short").get_batch("val", 1, 4)
+
+
+def test_document_ids_feed_the_causal_graph():
+    from graphformer.graph import CausalGraph
+
+    corpus = TextCorpus.generated(num_stories=6, seed=0)
+    x, _, d = corpus.get_batch("train", 3, 400, torch.Generator().manual_seed(0),
+                               return_doc_ids=True)
+    graph = CausalGraph.from_lengths([400] * 3).with_documents(d.flatten())
+    mask = graph.dense_mask()
+    same = d[:, :, None] == d[:, None, :]
+    causal = torch.ones(400, 400, dtype=torch.bool).tril()
+    assert torch.equal(mask, same & causal)
+    assert (d[:, -1] > d[:, 0]).all()  # 400 characters span a story boundary
