@@ -3,7 +3,7 @@ import math
 import networkx as nx
 import pytest
 import torch
-from torch_geometric.data import InMemoryDataset
+from torch_geometric.data import Batch, InMemoryDataset
 from torch_geometric.loader import DataLoader
 
 from graphformer.datasets import (
@@ -13,6 +13,7 @@ from graphformer.datasets import (
     TreeNeighborsMatch,
     stratified_split,
 )
+from graphformer.transforms import FullyAdjacentLastLayer
 
 TRANSFER = [RingTransfer, CrossedRingTransfer, CliquePathTransfer]
 
@@ -244,3 +245,27 @@ def test_subsets_keep_their_own_labels():
     tr2, va2 = ds[train].split(test_fraction=0.2)
     assert len(tr2) + len(va2) == len(train)
     assert set(ds[train].labels[va2].tolist()) == set(range(5))
+
+
+@pytest.mark.parametrize('make', [
+    lambda: TreeNeighborsMatch(3),
+    lambda: CrossedRingTransfer(4, num_graphs=40),
+    lambda: TreeNeighborsMatch(2, transform=FullyAdjacentLastLayer()),
+])
+def test_fast_batch_equals_from_data_list(make):
+    ds = make()
+    idx = torch.tensor([7, 2, 11, 0])
+    for source in (ds, ds[torch.arange(5, 25)]):
+        fast = source.batch(idx)
+        ref = Batch.from_data_list([source[int(i)] for i in idx])
+        assert set(fast.keys()) == set(ref.keys())
+        for key in ref.keys():
+            assert torch.equal(fast[key], ref[key]), key
+    batches = list(ds.iter_batches(7, index=torch.arange(20), shuffle=True,
+                                   seed=1))
+    assert [b.num_graphs for b in batches] == [7, 7, 6]
+    seen = torch.cat([b.y for b in batches])
+    assert torch.equal(seen.sort().values, ds.labels[:20].sort().values)
+    again = list(ds.iter_batches(7, index=torch.arange(20), shuffle=True,
+                                 seed=1))
+    assert all(torch.equal(a.x, b.x) for a, b in zip(batches, again))

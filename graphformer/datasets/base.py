@@ -1,10 +1,10 @@
 r"""Shared plumbing of the generated data sets."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, InMemoryDataset
 
 from graphformer.datasets.split import stratified_split
 
@@ -60,7 +60,8 @@ class GeneratedDataset(InMemoryDataset):
     r"""Base of the generated data sets: an :class:`InMemoryDataset` built in
     :obj:`__init__` (nothing read or written on disk), with integer graph
     labels, a fixed :obj:`num_classes`, a :obj:`seed` and a stratified
-    :meth:`split`."""
+    :meth:`split`, and fast mini-batches (:meth:`batch`,
+    :meth:`iter_batches`) for graphs that share one size."""
 
     default_test_fraction: float = 0.2
 
@@ -112,3 +113,103 @@ class GeneratedDataset(InMemoryDataset):
             if test_fraction is None else test_fraction,
             self.seed if seed is None else seed,
         )
+
+    # ------------------------------------------------------------ batching
+    def _global_index(self, index: Union[Tensor, Sequence[int], None]) -> Tensor:
+        own = torch.as_tensor(list(self.indices()), dtype=torch.long)
+        if index is None:
+            return own
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            index = index.nonzero().view(-1)
+        if index.dtype.is_floating_point:
+            raise TypeError(f"index must hold integers, got {index.dtype}")
+        index = index.long().view(-1)
+        if index.numel() and (int(index.max()) >= len(own)
+                              or int(index.min()) < -len(own)):
+            raise IndexError(f"index {int(index.max())} is out of range for "
+                             f"a data set of {len(own)} graphs")
+        return own[index]
+
+    def _strides(self) -> Optional[Dict[str, int]]:
+        r"""Per-graph size of every stored attribute when all graphs have the
+        same sizes (else :obj:`None`)."""
+        if not hasattr(self, '_stride_cache'):
+            strides: Optional[Dict[str, int]] = {}
+            for key, s in self.slices.items():
+                d = s[1:] - s[:-1]
+                if d.numel() == 0 or bool((d != d[0]).any()):
+                    strides = None
+                    break
+                strides[key] = int(d[0])
+            if strides is not None and 'x' not in strides:
+                strides = None
+            self._stride_cache = strides
+        return self._stride_cache
+
+    def batch(self, index: Union[Tensor, Sequence[int], None] = None) -> Batch:
+        r"""The graphs at :obj:`index` (positions in this data set or subset;
+        all when :obj:`None`) as one mini-batch, equal to
+        :obj:`Batch.from_data_list([self[i] for i in index])` but built by
+        slicing the stored tensors, without a Python loop over graphs, when
+        all graphs have the same size (always so for the generated data
+        sets). :obj:`transform` is then applied once to the whole batch, so
+        it must accept a batch, as graphformer's transforms do.
+
+        Args:
+            index (torch.Tensor or list, optional): Graph positions, or a
+                boolean mask. (default: :obj:`None`)
+        """
+        gidx = self._global_index(index)
+        strides = self._strides()
+        if strides is None:
+            return Batch.from_data_list([self.get(int(i)) if self.transform
+                                         is None else self.transform(
+                                             self.get(int(i))) for i in gidx])
+        B = gidx.numel()
+        n = strides['x']
+        offset = torch.arange(B) * n
+        out = {}
+        for key, stride in strides.items():
+            value = self._data[key]
+            dim = self._data.__cat_dim__(key, value)
+            dim = dim % value.dim()
+            v = value.movedim(dim, 0)
+            rest = v.shape[1:]
+            v = v.reshape(-1, stride, *rest)[gidx]  # [B, stride, ...]
+            if 'index' in key and 'batch' not in key:
+                v = v + offset.view(B, 1, *([1] * len(rest)))
+            out[key] = v.reshape(B * stride, *rest).movedim(0, dim)
+        batch = Batch(**out, batch=torch.arange(B).repeat_interleave(n),
+                      ptr=torch.arange(B + 1) * n)
+        if self.transform is not None:
+            batch = self.transform(batch)
+        return batch
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        index: Union[Tensor, Sequence[int], None] = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> Iterator[Batch]:
+        r"""Mini-batches of :meth:`batch` over :obj:`index` (all graphs when
+        :obj:`None`), in order or shuffled with a :obj:`seed` (pass e.g.
+        :obj:`seed=epoch` for a new, reproducible order every epoch); the
+        last batch may be smaller.
+
+        Args:
+            batch_size (int): Graphs per batch.
+            index (torch.Tensor or list, optional): Graph positions.
+            shuffle (bool, optional): Shuffle the order. (default:
+                :obj:`False`)
+            seed (int, optional): Seed of the shuffle. (default: :obj:`0`)
+        """
+        batch_size = check_int('batch_size', batch_size, 1)
+        pos = torch.arange(len(self)) if index is None else torch.as_tensor(
+            index).long().view(-1)
+        if shuffle:
+            gen = torch.Generator().manual_seed(int(seed))
+            pos = pos[torch.randperm(pos.numel(), generator=gen)]
+        for start in range(0, pos.numel(), batch_size):
+            yield self.batch(pos[start:start + batch_size])
