@@ -19,6 +19,7 @@ from torch_geometric.nn.dense.linear import Linear as PygLinear
 from graphformer.graph import CausalGraph
 from graphformer.nn.conv import AttentionConv, DiffAttentionConv, FeedForward
 from graphformer.nn.dynamics import METHODS, SCHEMES, Oracle, Stack
+from graphformer.transforms.pause import pause_layout
 
 ATTENTIONS = ("standard", "diff")
 VELOCITY_INITS = ("embedding", "zero")
@@ -211,17 +212,16 @@ class GPT(nn.Module):
 
     def insert_pauses(self, idx: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         r"""With ``pause_every=k``: the token sequence with a pause slot (id ``-1``)
-        after every ``k`` tokens, and the boolean mask of real positions."""
+        after every ``k`` tokens (the ``"every"`` layout of
+        :class:`~graphformer.transforms.AddPauseTokens`), and the mask of real slots."""
         k = self.config.pause_every
         if not k:
             return idx, None
         B, T = idx.shape
-        L = T + T // k
-        slot = torch.arange(L, device=idx.device)
-        real = (slot + 1) % (k + 1) != 0
-        out = idx.new_full((B, L), -1)
-        out[:, real] = idx
-        return out, real
+        lengths, index, pause_mask = pause_layout(idx.new_tensor([T]), 1, "every", k)
+        out = idx.new_full((B, int(lengths)), -1)
+        out[:, index] = idx
+        return out, ~pause_mask
 
     def _check_tokens(self, idx: Tensor) -> None:
         if idx.dim() != 2:

@@ -1,0 +1,2 @@
+r"""Experiments the benchmarks run, as library functions: training loops and the
+published numbers to compare with."""

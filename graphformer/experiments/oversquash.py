@@ -1,0 +1,296 @@
+r"""The over-squashing study that ``python benchmarks/oversquash.py`` runs: the plan of
+runs, one run, the diagnostics, and the report (table, CSV, markdown, plots).
+
+Every run is a plain dict (a *row*) keyed by a string, so an interrupted study resumes
+from what it wrote (:class:`~graphformer.experiments.store.ResultStore`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, replace
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from graphformer.datasets import TreeNeighborsMatch
+from graphformer.diagnostics import dirichlet_energy_per_layer, sensitivity_vs_distance
+from graphformer.experiments.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, TRANSFER_TASKS,
+                                                 Budget, SameTopologyLoader, build_transfer_model,
+                                                 build_tree_model, train_graph_task)
+from graphformer.experiments.sequence_tasks import (SEQUENCE_TASKS, build_sequence_model,
+                                                    sequence_runway, train_sequence_task)
+
+TASKS = ("tree",) + tuple(TRANSFER_TASKS) + tuple(SEQUENCE_TASKS)
+MAX_TREE_DEPTH = 8
+SEQUENCE_METHODS = ("gd", "nesterov")
+
+
+@dataclass
+class Settings:
+    r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes;
+    :meth:`full` is the papers' sweep and budget."""
+    models: Sequence[str]
+    tasks: Sequence[str]
+    depths: Sequence[int]
+    distances: Sequence[int]
+    lengths: Sequence[int]
+    seeds: Sequence[int]
+    budget: Budget
+    num_pause: int = 8
+    sequence_epochs: int = 40
+    num_sequences: int = 1000
+    transfer_graphs: Optional[int] = 1100
+
+    @classmethod
+    def default(cls, **overrides) -> "Settings":
+        base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=(2, 3, 4, 5), distances=(3, 6),
+                    lengths=(16, 64), seeds=(0,), budget=Budget())
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @classmethod
+    def full(cls, **overrides) -> "Settings":
+        base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=tuple(range(2, 9)),
+                    distances=(3, 5, 8, 10), lengths=(16, 64, 256), seeds=(0,),
+                    budget=Budget.full(), sequence_epochs=100, num_sequences=4000,
+                    transfer_graphs=None)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def validate(self) -> None:
+        bad = [m for m in self.models if m not in GRAPH_MODELS]
+        if bad:
+            raise ValueError(f"unknown model(s) {', '.join(bad)}; valid models: "
+                             f"{', '.join(GRAPH_MODELS)}")
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ValueError(f"unknown task(s) {', '.join(bad)}; valid tasks: {', '.join(TASKS)}")
+        bad = [d for d in self.depths if not 2 <= d <= MAX_TREE_DEPTH]
+        if bad:
+            raise ValueError(f"unsupported tree depth(s) {bad}: Tree-NeighborsMatch runs at "
+                             f"depths 2 to {MAX_TREE_DEPTH}")
+        bad = [d for d in self.distances if d < 2]
+        if bad:
+            raise ValueError(f"unsupported distance(s) {bad}: transfer tasks need distance >= 2")
+        bad = [n for n in self.lengths if n < 2]
+        if bad:
+            raise ValueError(f"unsupported sequence length(s) {bad}: need length >= 2")
+
+    def meta(self) -> Dict:
+        r"""The settings that make two results comparable (budget and sizes)."""
+        return dict(budget=asdict(self.budget), num_pause=self.num_pause,
+                    sequence_epochs=self.sequence_epochs, num_sequences=self.num_sequences,
+                    transfer_graphs=self.transfer_graphs)
+
+
+def run_key(row: Dict) -> str:
+    return "/".join(str(row[k]) for k in ("task", "model", "size", "variant", "seed"))
+
+
+def plan(settings: Settings) -> List[Dict]:
+    r"""The runs of a study, in order (the fully-adjacent runs are planned later, once the
+    depth where each model fails is known: see :func:`plan_fully_adjacent`)."""
+    runs = []
+    for seed in settings.seeds:
+        if "tree" in settings.tasks:
+            runs += [dict(task="tree", model=m, size=d, variant="plain", seed=seed)
+                     for d in settings.depths for m in settings.models]
+        for task in TRANSFER_TASKS:
+            if task in settings.tasks:
+                runs += [dict(task=task, model=m, size=r, variant="plain", seed=seed)
+                         for r in settings.distances for m in settings.models]
+        for task in SEQUENCE_TASKS:
+            if task in settings.tasks:
+                runs += [dict(task=task, model="attention", size=n,
+                              variant=f"{method}+pause{p}", seed=seed)
+                         for n in settings.lengths for method in SEQUENCE_METHODS
+                         for p in (0, settings.num_pause)]
+    return runs
+
+
+def failing_depth(rows: List[Dict], model: str, seed: int, threshold: float = 0.9) -> Optional[int]:
+    r"""The smallest depth where ``model`` stays below ``threshold`` train accuracy."""
+    depths = sorted(r["size"] for r in rows if r["task"] == "tree" and r["model"] == model
+                    and r["variant"] == "plain" and r["seed"] == seed
+                    and r["train_acc"] < threshold)
+    return depths[0] if depths else None
+
+
+def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
+    r"""One fully-adjacent run per model and seed, at the depth where the model fails
+    (the deepest depth studied if it never fails)."""
+    if "tree" not in settings.tasks:
+        return []
+    runs = []
+    for seed in settings.seeds:
+        for m in settings.models:
+            depth = failing_depth(rows, m, seed) or max(settings.depths)
+            runs.append(dict(task="tree", model=m, size=depth, variant="fully_adjacent", seed=seed))
+    return runs
+
+
+def cost(run: Dict, settings: Settings) -> float:
+    r"""A rough relative cost of a run, for the progress bar's ETA."""
+    if run["task"] == "tree":
+        graphs = min(settings.budget.max_graphs or 32000, {2: 96, 3: 8000}.get(run["size"], 32000))
+        return graphs * 2 ** (run["size"] + 1) * (run["size"] + 1) / 2e5
+    if run["task"] in TRANSFER_TASKS:
+        return (settings.transfer_graphs or 5500) * 2 * run["size"] ** 2 / 2e5
+    return settings.num_sequences * run["size"] * 2 / 2e4
+
+
+def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
+    r"""Trains and evaluates one run; returns its row (the run plus the measurements)."""
+    torch.manual_seed(run["seed"])
+    row = dict(run)
+    if run["task"] == "tree":
+        dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
+        model = build_tree_model(run["model"], dataset)
+        row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
+                                    fully_adjacent=run["variant"] == "fully_adjacent",
+                                    device=device))
+        row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
+            if run["variant"] == "plain" else None
+        if run["variant"] == "plain":
+            row.update(tree_diagnostics(model, dataset, device))
+    elif run["task"] in TRANSFER_TASKS:
+        kwargs = {} if settings.transfer_graphs is None else {"num_graphs": settings.transfer_graphs}
+        dataset = TRANSFER_TASKS[run["task"]](run["size"], seed=run["seed"], **kwargs)
+        model = build_transfer_model(run["model"], dataset)
+        budget = replace(settings.budget, max_graphs=None)
+        row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device))
+    else:
+        method, pause = run["variant"].split("+pause")
+        dataset = SEQUENCE_TASKS[run["task"]](run["size"], num_sequences=settings.num_sequences,
+                                              seed=run["seed"])
+        model = build_sequence_model(dataset.vocab_size, dataset.num_classes, method=method)
+        row.update(train_sequence_task(model, dataset, num_pause=int(pause), seed=run["seed"],
+                                       epochs=settings.sequence_epochs, device=device))
+        profile = sequence_runway(model.cpu(), dataset, int(pause))
+        row["runway"] = profile.tolist()  # [L + 1, T]
+        last = profile[-1]
+        row["runway_last_share"] = float(last[-1] / last.sum().clamp(min=1e-30))
+    return row
+
+
+def tree_diagnostics(model, dataset: TreeNeighborsMatch, device: torch.device) -> Dict:
+    r"""Dirichlet energy per layer (over-smoothing) and Jacobian sensitivity of the root
+    to every node against hop distance (over-squashing), on a few trained trees."""
+    model.eval().to(device)
+    loader = SameTopologyLoader(dataset, torch.arange(min(8, len(dataset))), 8, device=device)
+    x, ei, _, readout, _ = next(iter(loader))
+    with torch.no_grad():
+        _, states = model(x, ei, index=readout, return_states=True)
+    energy = dirichlet_energy_per_layer(states, ei, sqrt=True)
+    one = SameTopologyLoader(dataset, torch.arange(1), 1, device=device)
+    x1, ei1, _, root, _ = next(iter(one))
+    h = model.encoder(x1).detach()
+    prof = sensitivity_vs_distance(lambda z: model.stack(z, ei1), h, ei1, int(root[0]))
+    return dict(dirichlet=[float(e) for e in energy],
+                sensitivity_distance=prof.distance.tolist(),
+                sensitivity=[float(s) for s in prof.mean])
+
+
+# ---------------------------------------------------------------------- report
+COLUMNS = ("task", "model", "size", "variant", "seed", "train_acc", "test_acc", "published",
+           "epochs", "seconds")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def table(rows: List[Dict], markdown: bool = False) -> str:
+    r"""The rows as a fixed-width text table (or a markdown table)."""
+    rows = sorted(rows, key=lambda r: (TASKS.index(r["task"]), r["variant"], r["model"],
+                                       r["size"], r["seed"]))
+    cells = [[_fmt(r.get(c)) for c in COLUMNS] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+              for i, c in enumerate(COLUMNS)]
+    fmt = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([fmt(COLUMNS), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells]) + "\n"
+
+
+def csv_text(rows: List[Dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: r.get(c) for c in COLUMNS})
+    return buf.getvalue()
+
+
+def plot(rows: List[Dict], out) -> List[str]:
+    r"""PNG plots under ``out``: tree accuracy against depth beside the published
+    numbers, sensitivity against distance, Dirichlet energy against layer, and the
+    runway profile. Returns the file names written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    tree = [r for r in rows if r["task"] == "tree" and r["variant"] == "plain"]
+    if tree:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for i, m in enumerate(sorted({r["model"] for r in tree})):
+            pts = sorted((r["size"], r["train_acc"]) for r in tree if r["model"] == m)
+            line, = ax.plot(*zip(*pts), "o-", label=f"{m} (ours)", color=f"C{i}")
+            if m in PUBLISHED_TREE:
+                pub = sorted(PUBLISHED_TREE[m].items())
+                ax.plot(*zip(*pub), "x--", color=line.get_color(), alpha=0.6,
+                        label=f"{m} (Alon & Yahav)")
+        fa = [r for r in rows if r["task"] == "tree" and r["variant"] == "fully_adjacent"]
+        for r in fa:
+            ax.plot(r["size"], r["train_acc"], "*", ms=12, color="k", alpha=0.5)
+        ax.set(xlabel="tree depth r", ylabel="train accuracy",
+               title="Tree-NeighborsMatch (★ fully-adjacent last layer)")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / "tree_accuracy.png", dpi=120)
+        plt.close(fig)
+        written.append("tree_accuracy.png")
+
+        deepest = max(r["size"] for r in tree)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for i, r in enumerate(sorted((r for r in tree if r["size"] == deepest),
+                                     key=lambda r: r["model"])):
+            axes[0].semilogy(r["sensitivity_distance"], r["sensitivity"], "o-", label=r["model"],
+                             color=f"C{i}")
+            axes[1].plot(range(len(r["dirichlet"])), r["dirichlet"], "o-", label=r["model"],
+                         color=f"C{i}")
+        axes[0].set(xlabel="hop distance to the root", ylabel="mean ||∂h_root/∂x_s||",
+                    title=f"Jacobian sensitivity (depth {deepest}, trained)")
+        axes[1].set(xlabel="layer", ylabel="√ Dirichlet energy",
+                    title=f"Over-smoothing (depth {deepest}, trained)")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "sensitivity_dirichlet.png", dpi=120)
+        plt.close(fig)
+        written.append("sensitivity_dirichlet.png")
+
+    seq = [r for r in rows if r["task"] in SEQUENCE_TASKS and "runway" in r]
+    if seq:
+        longest = max(r["size"] for r in seq)
+        task = sorted({r["task"] for r in seq})[0]
+        chosen = [r for r in seq if r["size"] == longest and r["task"] == task]
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for i, r in enumerate(sorted(chosen, key=lambda r: r["variant"])):
+            last = torch.tensor(r["runway"][-1])
+            ax.semilogy(range(len(last)), (last / last.sum()).clamp(min=1e-12), label=r["variant"],
+                        color=f"C{i}")
+        ax.set(xlabel="input position", ylabel="share of the read-out's sensitivity",
+               title=f"Runway profile: {task}, length {longest}, last layer")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "runway.png", dpi=120)
+        plt.close(fig)
+        written.append("runway.png")
+    return written

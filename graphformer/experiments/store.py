@@ -1,0 +1,92 @@
+r"""A results file that survives interruption: every finished run is written at once,
+atomically, and a later run with the same file skips what is already there."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+
+def write_atomic(path: Path, text: str) -> None:
+    r"""Writes ``text`` to ``path`` through a temporary file in the same folder and a
+    rename, so a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ResultsCorrupted(ValueError):
+    r"""The results file exists but cannot be read back."""
+
+
+class ResultStore:
+    r"""Rows keyed by a string, kept in ``results.json`` under ``out``.
+
+    Args:
+        out (path): the output folder (created; must be writable).
+        meta (dict): settings that must match to resume (e.g. the budget); a file
+            written with other settings is refused rather than silently mixed.
+        restart (bool): move an existing file aside (``results.json.bak``) and start over.
+    """
+
+    def __init__(self, out: Path, meta: Dict, restart: bool = False) -> None:
+        self.out = Path(out)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"--out {self.out} cannot be written: {e.strerror or e}") from None
+        self.path = self.out / "results.json"
+        self.meta = meta
+        self.rows: Dict[str, Dict] = {}
+        if self.path.exists():
+            if restart:
+                backup = self.path.with_suffix(".json.bak")
+                os.replace(self.path, backup)
+                print(f"--restart: moved the earlier results to {backup}")
+            else:
+                self._load()
+
+    def _load(self) -> None:
+        try:
+            saved = json.loads(self.path.read_text())
+            rows = saved["rows"]
+            meta = saved["meta"]
+            if not isinstance(rows, dict):
+                raise TypeError("rows is not a mapping")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ResultsCorrupted(
+                f"{self.path} is corrupted ({type(e).__name__}: {e}); it was left as it is. "
+                "Repair it, or pass --restart to move it aside to results.json.bak and "
+                "start over.") from None
+        if meta != self.meta:
+            changed = sorted(k for k in set(meta) | set(self.meta) if meta.get(k) != self.meta.get(k))
+            raise ResultsCorrupted(
+                f"{self.path} was written with other settings ({', '.join(changed)} differ); "
+                "use another --out, the same settings, or --restart (keeps a .bak copy).")
+        self.rows = rows
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, key: str, row: Dict) -> None:
+        self.rows[key] = row
+        write_atomic(self.path, json.dumps({"meta": self.meta, "rows": self.rows}, indent=1))
+
+    def values(self, keys: Optional[Iterable[str]] = None) -> List[Dict]:
+        if keys is None:
+            return list(self.rows.values())
+        return [self.rows[k] for k in keys if k in self.rows]
