@@ -24,9 +24,10 @@ __all__ = ["CausalGraph", "as_edge_index", "check_edge_index"]
 
 
 def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
-                     name: str = "edge_index") -> None:
+                     name: str = "edge_index", of: str = "x") -> None:
     r"""Raises a clear error when ``edge_index`` is not a valid ``[2, E]`` index tensor
-    (for ``num_nodes`` nodes, when given)."""
+    (for ``num_nodes`` nodes, when given: the rows of ``x``, or the nodes of a graph
+    when ``of="graph"``)."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [2, E] or a CausalGraph, "
                         f"got {type(edge_index).__name__}")
@@ -40,7 +41,8 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
         if low < 0:
             raise ValueError(f"{name} has a negative node index ({low})")
         if num_nodes is not None and high >= num_nodes:
-            raise ValueError(f"{name} has node {high} but x has {num_nodes} rows")
+            has = f"x has {num_nodes} rows" if of == "x" else f"the {of} has {num_nodes} nodes"
+            raise ValueError(f"{name} has node {high} but {has}")
 
 
 def _as_long(t: Union[Tensor, Sequence[int]], name: str) -> Tensor:
@@ -171,20 +173,30 @@ class CausalGraph:
         return self._replace(document=document)
 
     def add_edges(self, edge_index: Tensor) -> "CausalGraph":
-        r"""The same graph plus the global edges ``edge_index`` ``[2, E]``."""
+        r"""The same graph plus the global edges ``edge_index`` ``[2, E]``. Rules compose
+        in call order: an edge removed earlier and added here is in the graph."""
+        edge_index = self._checked(edge_index, "extra edges")
         if self.explicit is not None:
-            return self._replace(explicit=torch.cat([self.explicit, edge_index.to(self.ptr.device)], 1))
+            return self._replace(explicit=torch.cat([self.explicit, edge_index], 1))
+        removed = self.removed_edges
+        if removed is not None:
+            removed = removed[:, ~_isin_pairs(removed, edge_index, self.num_nodes)]
         extra = edge_index if self.extra_edges is None else torch.cat([self.extra_edges, edge_index], 1)
-        return self._replace(extra_edges=extra)
+        return self._replace(extra_edges=extra, removed_edges=removed)
 
     def remove_edges(self, edge_index: Tensor) -> "CausalGraph":
-        r"""The same graph without the global edges ``edge_index`` ``[2, E]``."""
-        self._checked(edge_index, "removed edges")
+        r"""The same graph without the global edges ``edge_index`` ``[2, E]``. Rules
+        compose in call order: an edge added earlier and removed here is not in the
+        graph."""
+        edge_index = self._checked(edge_index, "removed edges")
         if self.explicit is not None:
             keep = ~_isin_pairs(self.explicit, edge_index, self.num_nodes)
             return self._replace(explicit=self.explicit[:, keep])
+        extra = self.extra_edges
+        if extra is not None:
+            extra = extra[:, ~_isin_pairs(extra, edge_index, self.num_nodes)]
         removed = edge_index if self.removed_edges is None else torch.cat([self.removed_edges, edge_index], 1)
-        return self._replace(removed_edges=removed)
+        return self._replace(extra_edges=extra, removed_edges=removed)
 
     def _no_explicit(self, what: str) -> None:
         if self.explicit is not None:
@@ -194,7 +206,7 @@ class CausalGraph:
     def _checked(self, edges: Optional[Tensor], name: str) -> Optional[Tensor]:
         if edges is None:
             return None
-        check_edge_index(edges, self.num_nodes, name=name)
+        check_edge_index(edges, self.num_nodes, name=name, of="graph")
         edges = edges.long().to(self.ptr.device)
         if edges.numel() == 0:
             return edges
