@@ -132,12 +132,12 @@ def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
 
 def cost(run: Dict, settings: Settings) -> float:
     r"""A rough relative cost of a run, for the progress bar's ETA."""
+    b = settings.budget
     if run["task"] == "tree":
-        graphs = min(settings.budget.max_graphs or 32000, {2: 96, 3: 8000}.get(run["size"], 32000))
-        return graphs * 2 ** (run["size"] + 1) * (run["size"] + 1) / 2e5
+        return b.max_steps * b.batch_size * 2 ** (run["size"] + 1) * (run["size"] + 1) / 1e6
     if run["task"] in TRANSFER_TASKS:
-        return (settings.transfer_graphs or 5500) * 2 * run["size"] ** 2 / 2e5
-    return settings.num_sequences * run["size"] * 2 / 2e4
+        return b.max_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
+    return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
 
 
 def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
@@ -194,7 +194,7 @@ def tree_diagnostics(model, dataset: TreeNeighborsMatch, device: torch.device) -
 
 # ---------------------------------------------------------------------- report
 COLUMNS = ("task", "model", "size", "variant", "seed", "train_acc", "test_acc", "published",
-           "epochs", "seconds")
+           "steps", "seconds")
 
 
 def _fmt(v) -> str:

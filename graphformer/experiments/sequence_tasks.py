@@ -107,19 +107,21 @@ def train_sequence_task(model: GraphModel, dataset, *, num_pause: int = 0, epoch
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     best = dict(test_acc=-1.0, train_acc=0.0, epoch=0)
     start = time.perf_counter()
+    steps = 0
     for epoch in range(1, epochs + 1):
         model.train()
         for x, graph, readout, y in train:
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x, graph, index=readout), y).backward()
             opt.step()
+            steps += 1
         test_acc = sequence_accuracy(model, test)
         if test_acc > best["test_acc"]:
             best = dict(test_acc=test_acc, train_acc=sequence_accuracy(model, train_eval),
                         epoch=epoch)
         if best["train_acc"] >= 1.0 and best["test_acc"] >= 1.0:
             break
-    best.update(epochs=epoch, seconds=time.perf_counter() - start)
+    best.update(epochs=epoch, steps=steps, seconds=time.perf_counter() - start)
     return best
 
 

@@ -1,0 +1,106 @@
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphformer.datasets import TreeNeighborsMatch
+from graphformer.experiments.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
+                                                 train_graph_task)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("oversquash_cli", ROOT / "benchmarks" / "oversquash.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--models", "gcn", "--tasks", "tree,ring,copy_last", "--depths", "2", "--distances", "2",
+        "--lengths", "4", "--max-steps", "4", "--max-graphs", "40", "--device", "cpu"]
+
+
+def test_tiny_end_to_end_run_writes_its_files_and_resumes(tmp_path, capsys, monkeypatch):
+    cli = load_cli()
+    import graphformer.experiments.oversquash as study
+    monkeypatch.setattr(study.Settings, "default",
+                        classmethod(lambda cls, **o: study.Settings(**{
+                            **dict(models=("gcn",), tasks=("tree",), depths=(2,), distances=(2,),
+                                   lengths=(4,), seeds=(0,), budget=Budget(), sequence_epochs=1,
+                                   num_sequences=40, transfer_graphs=40),
+                            **{k: v for k, v in o.items() if v is not None}})))
+    out = tmp_path / "os"
+    cli.main(TINY + ["--out", str(out)])
+    for name in ("results.json", "results.csv", "results.md", "tree_accuracy.png",
+                 "sensitivity_dirichlet.png", "runway.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    keys = set(saved["rows"])
+    assert {"tree/gcn/2/plain/0", "ring/gcn/2/plain/0", "copy_last/attention/4/gd+pause8/0",
+            "tree/gcn/2/fully_adjacent/0"} <= keys
+    row = saved["rows"]["tree/gcn/2/plain/0"]
+    assert 0.0 <= row["train_acc"] <= 1.0 and row["published"] == 1.0
+    assert len(row["dirichlet"]) == 4  # input + 3 layers (depth 2 -> r + 1 layers)
+    assert "gcn" in capsys.readouterr().out
+    # a second run resumes: nothing is retrained, the numbers are the same
+    before = (out / "results.json").read_text()
+    cli.main(TINY + ["--out", str(out)])
+    assert "resuming: " in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["rows"] == json.loads(before)["rows"]
+
+
+def test_bad_input_gets_clear_messages(tmp_path, capsys):
+    cli = load_cli()
+    cases = [(["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
+             (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
+             (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]")]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as e:
+            cli.main(args + ["--out", str(tmp_path / "x")])
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+    # a corrupted results file is reported and left as it is
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    (out / "results.json").write_text('{"meta": {}, "rows": {"tree/gcn/2/plain/0": {')
+    with pytest.raises(SystemExit):
+        cli.main(TINY + ["--out", str(out)])
+    assert "is corrupted" in capsys.readouterr().err
+    assert (out / "results.json").read_text().endswith('{"tree/gcn/2/plain/0": {')
+    if os.geteuid() != 0:  # root can write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(SystemExit):
+            cli.main(TINY + ["--out", str(locked / "sub")])
+        assert "cannot be written" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(TINY + ["--out", "/dev/null/results"])
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_same_topology_loader_and_fully_adjacent_graph():
+    ds = TreeNeighborsMatch(2)
+    loader = SameTopologyLoader(ds, torch.arange(5), 2, fully_adjacent=True)
+    x, ei, last, readout, y = next(iter(loader))
+    n = ds[0].num_nodes
+    assert x.shape == (2 * n, 2) and readout.tolist() == [0, n]
+    torch.testing.assert_close(ei[:, :ds[0].edge_index.size(1)], ds[0].edge_index)
+    torch.testing.assert_close(x[:n], ds[0].x)
+    assert y.tolist() == [int(ds[0].y), int(ds[1].y)]
+    # fully-adjacent: every node of a graph sends to that graph's root, nothing else
+    assert set(last[1].tolist()) == {0, n}
+    assert sorted(last[0].tolist()) == list(range(2 * n))
+
+
+def test_tree_training_learns_depth_2():
+    ds = TreeNeighborsMatch(2)
+    torch.manual_seed(0)
+    model = build_tree_model("gin", ds)
+    torch.manual_seed(0)
+    result = train_graph_task(model, ds, Budget(max_steps=400, eval_every=50, batch_size=128,
+                                                lr=3e-3, patience=100))
+    assert result["train_acc"] >= 0.9
