@@ -14,10 +14,14 @@ Examples::
         --compare gpt nesterov nesterov0 heavyball strang diff pause --seeds 0 1 2
     torchrun --nproc_per_node=2 benchmarks/lm.py --device cpu      # DDP (gloo on CPU)
     python benchmarks/lm.py --resume                          # continue a killed run
+    python benchmarks/lm.py --compare gpt nesterov --seeds 0 1 2 --table   # table only
 
 Every run writes ``OUT/<arch>-s<seed>/`` (``ckpt.pt``, ``log.jsonl``, ``vocab.json``,
 ``result.json``); ``--compare`` adds ``OUT/compare.{json,csv,md}`` (best validation loss, mean
 and spread over seeds, parameter counts, wall time, tokens/s) and ``OUT/loss_curves.png``.
+``--table`` writes them from the finished runs already in ``OUT`` (their ``result.json``) and
+trains nothing, so runs made separately (in parallel, or with more seeds for some variants)
+go into one table.
 """
 from __future__ import annotations
 
@@ -70,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue every run that has a checkpoint in --out (others start)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh over existing checkpoints")
+    g.add_argument("--table", action="store_true",
+                   help="with --compare: write the table from the finished runs in --out "
+                        "(ARCH-sSEED/result.json) and train nothing; missing runs are left out")
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None,
                    help="a UTF-8 text file, a folder with train.bin/val.bin, or nothing for "
@@ -118,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = [args.seed]
+    if args.table and not args.compare:
+        p.error("--table needs --compare ARCH ...")
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite contradict each other")
     return args
 
 
@@ -177,12 +188,36 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
     return summary
 
 
+def read_results(out: Path, archs: list[str], seeds: list[int]) -> list[dict]:
+    r"""The ``result.json`` of every finished run ``OUT/<arch>-s<seed>`` (missing ones are
+    skipped with a message)."""
+    runs = []
+    for arch in archs:
+        for seed in seeds:
+            path = out / f"{arch}-s{seed}" / "result.json"
+            if not path.is_file():
+                print(f"   {arch}, seed {seed}: no {path}, left out", flush=True)
+                continue
+            try:
+                r = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not a result file ({e})") from e
+            if r.get("arch") != arch or r.get("seed") != seed:
+                raise ValueError(f"{path}: holds {r.get('arch')!r} seed {r.get('seed')!r}, "
+                                 f"expected {arch!r} seed {seed}")
+            runs.append(r)
+    if not runs:
+        raise FileNotFoundError(f"{out}: no finished runs of {archs} with seeds {seeds}")
+    return runs
+
+
 def _stats(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict]:
     r"""The table of a comparison as JSON, CSV and markdown, and the loss curves as PNG."""
+    archs = [a for a in archs if any(r["arch"] == a for r in runs)]
     rows = []
     for arch in archs:
         rs = [r for r in runs if r["arch"] == arch]
@@ -202,14 +237,15 @@ def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict
         w.writeheader()
         for row in rows:
             w.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
-    lines = ["| arch | best val loss (mean ± std) | min | max | seeds | params | "
-             "wall time (s) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| arch | best val loss (mean ± std) | min | max | seeds | params (nanoGPT) | "
+             "params (total) | wall time (s) | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['arch']} | {r['best_val_loss_mean']:.4f} ± "
                      f"{r['best_val_loss_std']:.4f} | {r['best_val_loss_min']:.4f} | "
                      f"{r['best_val_loss_max']:.4f} | {len(r['seeds'])} | "
-                     f"{r['num_params'] / 1e6:.3f}M | {r['wall_time_mean']:.0f} | "
-                     f"{r['tokens_per_sec_mean']:,.0f} |")
+                     f"{r['num_params_nanogpt']:,} | {r['num_params']:,} | "
+                     f"{r['wall_time_mean']:.0f} | {r['tokens_per_sec_mean']:,.0f} |")
     (out / "compare.md").write_text("\n".join(lines) + "\n")
     plot_curves(runs, archs, out / "loss_curves.png")
     return rows
@@ -254,6 +290,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     master = not dist.is_initialized() or dist.get_rank() == 0
     try:
         t0 = time.time()
+        if args.table:
+            out = Path(args.out)
+            rows = write_comparison(read_results(out, args.compare, args.seeds), out,
+                                    args.compare) if master else []
+            if master:
+                print((out / "compare.md").read_text(), end="")
+            return rows
         corpus = load_corpus(args.data, val_fraction=args.val_fraction,
                              vocab_size=args.vocab_size, seed=args.data_seed,
                              num_chars=args.num_chars)

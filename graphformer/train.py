@@ -187,7 +187,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    r"""What a run of :func:`train` measured."""
+    r"""What a run of :func:`train` measured.
+
+    ``train_time`` (seconds of training steps, evaluation excluded) and ``wall_time``
+    (seconds of the whole run, evaluation included) are summed over the sessions of a resumed
+    run; work lost to a kill after the last checkpoint is not counted. ``tokens_per_sec`` is
+    the rate of this session's steps, or of the whole run when this session made none (a
+    finished run resumed).
+    """
 
     iters: int
     best_val_loss: float
@@ -471,6 +478,19 @@ def _elapsed(t0: float, device: torch.device) -> float:
     return time.time() - t0
 
 
+def _check_finite(model: nn.Module, it: int, val_loss: float | None) -> None:
+    r"""Raise FloatingPointError, before a checkpoint is written, when the model has diverged:
+    a non-finite parameter, or a non-finite validation loss (``None``: not evaluated)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"parameter {bad[0]} is not finite at step {it} ({len(bad)} "
+                                 f"tensor(s) in all); no checkpoint was written, the last one "
+                                 f"is kept")
+    if val_loss is not None and not math.isfinite(val_loss):
+        raise FloatingPointError(f"the validation loss is {val_loss} at step {it}; no "
+                                 f"checkpoint was written, the last one is kept")
+
+
 def _all_reduce_mean(t: torch.Tensor, ddp: _Dist) -> torch.Tensor:
     if ddp.enabled:
         t = t.clone()
@@ -619,7 +639,7 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
     raw = model.to(device)
     optimizer = configure_optimizer(raw, cfg, device.type)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    start_iter, best_val, val_loss, train_time = 0, math.inf, math.nan, 0.0
+    start_iter, best_val, val_loss, train_time, wall_before = 0, math.inf, math.nan, 0.0, 0.0
     if ckpt is not None:
         raw.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -633,6 +653,7 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
         best_val = float(ckpt["best_val_loss"])
         val_loss = float(ckpt.get("val_loss", math.nan))
         train_time = float(ckpt.get("train_time", 0.0))
+        wall_before = float(ckpt.get("wall_time", 0.0))
         del ckpt
     else:
         torch.manual_seed(cfg.seed + ddp.rank)
@@ -668,9 +689,12 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
     bar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not (master and cfg.progress),
                dynamic_ncols=True, desc="train")
 
-    def checkpoint(it: int) -> None:
+    def checkpoint(it: int, evaluated: bool) -> None:
         if ckpt_path is None:
             return
+        # never replace a good checkpoint with a diverged model (every process raises: the
+        # weights are the same everywhere and the validation loss is all-reduced)
+        _check_finite(raw, it, val_loss if evaluated else None)
         rng = [_rng_state(data_gen)]  # every process's RNG (dropout differs between them)
         if ddp.enabled:
             rng = [None] * ddp.world_size
@@ -686,6 +710,7 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
             "best_val_loss": best_val,
             "val_loss": val_loss,
             "train_time": train_time,
+            "wall_time": wall_before + time.time() - t_wall,
             "rng": rng,
             "data": {"corpus": corpus.describe()},
             "model_class": type(raw).__qualname__,
@@ -726,7 +751,7 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
             log(event="sample", iter=it, text=text)
             bar.write(f"--- sample at step {it} ---\n{text}\n---")
         if do_ckpt:
-            checkpoint(it)
+            checkpoint(it, do_eval)
         if do_eval or do_sample or do_ckpt:
             t_step = time.time()
         if last:
@@ -772,9 +797,12 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
                                 tok_s=f"{tps:,.0f}")
     bar.close()
     seconds = train_time - train_time_at_start  # this session's steps
+    if it > start_iter and seconds > 0:
+        tps = (it - start_iter) * cfg.tokens_per_iter / seconds
+    else:  # nothing left to do (a finished run resumed): the whole run's rate
+        tps = it * cfg.tokens_per_iter / train_time if train_time > 0 else 0.0
     return TrainResult(
         iters=it, best_val_loss=best_val, val_loss=val_loss, train_loss=train_loss,
-        num_params=num_params, train_time=train_time, wall_time=time.time() - t_wall,
-        tokens_per_sec=(it - start_iter) * cfg.tokens_per_iter / seconds if seconds > 0
-        else 0.0,
+        num_params=num_params, train_time=train_time,
+        wall_time=wall_before + time.time() - t_wall, tokens_per_sec=tps,
         history=log.records)

@@ -74,3 +74,35 @@ def test_compare_writes_table_and_plot(lm, tmp_path):
     assert again[0]["best_val_loss_mean"] == data["runs"][0]["best_val_loss"]
     with pytest.raises(ValueError, match="already exists"):
         lm.main(TINY + ["--arch", "gpt", "--out", str(tmp_path)])
+    # --table: the table of the finished runs, nothing trained, missing runs left out
+    ckpt = (tmp_path / "gpt-s0" / "ckpt.pt").read_bytes()
+    rows = lm.main(TINY + ["--compare", "nesterov0", "gpt", "heavyball", "--seeds", "1", "0",
+                           "--table", "--out", str(tmp_path)])
+    assert [(r["arch"], r["seeds"]) for r in rows] == [("nesterov0", [1, 0]), ("gpt", [1, 0])]
+    assert rows[1]["best_val_loss_mean"] == by["gpt"]["best_val_loss_mean"]
+    assert (tmp_path / "gpt-s0" / "ckpt.pt").read_bytes() == ckpt
+    assert not (tmp_path / "heavyball-s0").exists()
+    assert "| params (nanoGPT) |" in (tmp_path / "compare.md").read_text()
+
+
+def test_resume_of_finished_run_keeps_time_and_rate(lm, tmp_path):
+    first = lm.main(TINY + ["--out", str(tmp_path)])[0]
+    again = lm.main(TINY + ["--resume", "--out", str(tmp_path)])[0]
+    assert again["iters"] == first["iters"] and again["train_time"] == first["train_time"]
+    assert again["tokens_per_sec"] == pytest.approx(first["tokens_per_sec"])
+    assert again["wall_time"] >= first["wall_time"] * 0.5
+
+
+def test_bad_flags(lm, tmp_path):
+    with pytest.raises(SystemExit):
+        lm.parse_args(TINY + ["--table"])
+    with pytest.raises(SystemExit):
+        lm.parse_args(TINY + ["--resume", "--overwrite"])
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        lm.main(TINY + ["--compare", "gpt", "--table", "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="no such data file"):
+        lm.main(TINY + ["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path)])
+    (tmp_path / "tiny.txt").write_text("to be or not")
+    with pytest.raises(ValueError, match="block_size 16 is larger than the train split"):
+        lm.main(TINY + ["--data", str(tmp_path / "tiny.txt"), "--out", str(tmp_path / "t")])
+    assert not (tmp_path / "t").exists()

@@ -178,6 +178,8 @@ def test_bin_corpus_bad_files(tmp_path):
     _write_bins(tmp_path / "short", [1, 2, 3, 1, 2, 3], [1, 2], {"vocab_size": 4})
     with pytest.raises(ValueError, match="block_size 4 is larger than the val split"):
         BinCorpus(tmp_path / "short").get_batch("val", 1, 4)
+    with pytest.raises(ValueError, match="train.bin: a .bin token file .* pass the folder"):
+        load_corpus(tmp_path / "short" / "train.bin")
 
 
 def test_document_ids_feed_the_causal_graph():

@@ -210,6 +210,42 @@ def test_bad_resume_never_overwrites(tmp_path, corpus):
     assert path.read_bytes() == before and (tmp_path / LOG_NAME).read_bytes() == log_before
 
 
+class PoisonedLM(TinyLM):
+    """Diverges at a chosen training forward call: its weights become NaN."""
+
+    poison_at = None
+
+    def forward(self, idx, targets=None):
+        if self.training and self.poison_at is not None and self.calls + 1 >= self.poison_at:
+            with torch.no_grad():
+                self.mix.weight.fill_(float("nan"))
+        return super().forward(idx, targets)
+
+
+def test_divergence_never_overwrites_the_checkpoint(tmp_path, corpus):
+    # the loss is logged at steps 5 and 10 only, so the NaN of step 7 meets the checkpoint
+    # of step 8 first: the one of step 4 must stay
+    torch.manual_seed(0)
+    model = PoisonedLM(TinyConfig(vocab_size=corpus.vocab_size))
+    model.poison_at = 7
+    with pytest.raises(FloatingPointError,
+                       match=r"parameter \S+ is not finite at step 8 .*the last one is kept"):
+        train(model, corpus, _cfg(tmp_path, max_iters=12, log_interval=5))
+    ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ck["iter_num"] == 4
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_resume_of_a_finished_run_reports_the_whole_run(tmp_path, corpus):
+    first = train(_model(corpus), corpus, _cfg(tmp_path))
+    ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    again = train(_model(corpus, seed=5), corpus, _cfg(tmp_path), resume=True)
+    assert again.iters == first.iters == 8 and again.best_val_loss == first.best_val_loss
+    assert again.train_time == ck["train_time"] == first.train_time
+    assert again.wall_time >= ck["wall_time"] > 0
+    assert again.tokens_per_sec == pytest.approx(8 * 4 * 16 / first.train_time)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -667,4 +667,7 @@ def load_corpus(data: str | os.PathLike | None = None, *, val_fraction: float = 
         return BinCorpus(path, vocab_size=vocab_size)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such data file or folder")
+    if path.suffix == ".bin":
+        raise ValueError(f"{path}: a .bin token file is read with its split partner: pass the "
+                         f"folder that holds train.bin and val.bin")
     return TextCorpus.from_file(path, val_fraction, tokenizer)
