@@ -47,7 +47,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int_list, help="seeds, e.g. 0,1,2")
     p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
     p.add_argument("--full", action="store_true", help="the papers' sweep (depths 2-8) and budget")
-    p.add_argument("--max-steps", type=int, help="override the optimizer-step budget per graph run")
+    p.add_argument("--max-steps", type=int, help="override the optimizer-step budget of the tree and transfer runs")
     p.add_argument("--batch-size", type=int, help="override the graph batch size")
     p.add_argument("--max-graphs", type=int, help="override the cap on graphs per data set")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
@@ -64,7 +64,7 @@ def main(argv=None):
                      distances=args.distances, lengths=args.lengths, seeds=seeds)
     settings = (Settings.full if args.full else Settings.default)(**overrides)
     if args.max_steps is not None:
-        settings.budget.max_steps = args.max_steps
+        settings.budget.max_steps = settings.transfer_steps = args.max_steps
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
     if args.max_graphs is not None:

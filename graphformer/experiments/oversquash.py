@@ -38,14 +38,15 @@ class Settings:
     seeds: Sequence[int]
     budget: Budget
     num_pause: int = 8
-    sequence_epochs: int = 40
-    num_sequences: int = 1000
+    sequence_epochs: int = 10
+    num_sequences: int = 600
     transfer_graphs: Optional[int] = 1100
+    transfer_steps: int = 300
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
         base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=(2, 3, 4, 5), distances=(3, 6),
-                    lengths=(16, 64), seeds=(0,), budget=Budget())
+                    lengths=(16, 48), seeds=(0,), budget=Budget(max_steps=600))
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -54,7 +55,7 @@ class Settings:
         base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=tuple(range(2, 9)),
                     distances=(3, 5, 8, 10), lengths=(16, 64, 256), seeds=(0,),
                     budget=Budget.full(), sequence_epochs=100, num_sequences=4000,
-                    transfer_graphs=None)
+                    transfer_graphs=None, transfer_steps=20_000)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -81,7 +82,7 @@ class Settings:
         r"""The settings that make two results comparable (budget and sizes)."""
         return dict(budget=asdict(self.budget), num_pause=self.num_pause,
                     sequence_epochs=self.sequence_epochs, num_sequences=self.num_sequences,
-                    transfer_graphs=self.transfer_graphs)
+                    transfer_graphs=self.transfer_graphs, transfer_steps=self.transfer_steps)
 
 
 def run_key(row: Dict) -> str:
@@ -136,7 +137,7 @@ def cost(run: Dict, settings: Settings) -> float:
     if run["task"] == "tree":
         return b.max_steps * b.batch_size * 2 ** (run["size"] + 1) * (run["size"] + 1) / 1e6
     if run["task"] in TRANSFER_TASKS:
-        return b.max_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
+        return settings.transfer_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
     return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
 
 
@@ -158,7 +159,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
         kwargs = {} if settings.transfer_graphs is None else {"num_graphs": settings.transfer_graphs}
         dataset = TRANSFER_TASKS[run["task"]](run["size"], seed=run["seed"], **kwargs)
         model = build_transfer_model(run["model"], dataset)
-        budget = replace(settings.budget, max_graphs=None)
+        budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps)
         row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device))
     else:
         method, pause = run["variant"].split("+pause")
