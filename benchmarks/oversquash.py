@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="the papers' sweep (depths 2-8) and budget")
     p.add_argument("--max-steps", type=int, help="override the optimizer-step budget of the tree and transfer runs")
     p.add_argument("--batch-size", type=int, help="override the graph batch size")
+    p.add_argument("--patience", type=int,
+                   help="evaluations without a gain in train accuracy before a run stops")
     p.add_argument("--max-graphs", type=int, help="override the cap on graphs per data set")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     p.add_argument("--out", type=Path, default=Path("results/oversquash"))
@@ -67,6 +69,8 @@ def main(argv=None):
         settings.budget.max_steps = settings.transfer_steps = args.max_steps
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
+    if args.patience is not None:
+        settings.budget.patience = args.patience
     if args.max_graphs is not None:
         settings.budget.max_graphs = args.max_graphs
     try:

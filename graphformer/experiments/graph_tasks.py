@@ -42,8 +42,8 @@ class Budget:
     1.0, or after ``max_steps``). :meth:`full` is Alon & Yahav's setting."""
     max_steps: int = 1500
     eval_every: int = 100
-    patience: int = 5
-    lr_patience: int = 3
+    patience: int = 10
+    lr_patience: int = 5
     batch_size: int = 64
     lr: float = 1e-3
     max_graphs: Optional[int] = 4000  # cap on the data set size (None: the paper's)
