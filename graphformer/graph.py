@@ -103,6 +103,9 @@ class CausalGraph:
         self.num_nodes = int(ptr[-1])
         self.num_sequences = int(lengths.numel())
         self.max_length = int(lengths.max()) if self.num_sequences else 0
+        # Plain Python facts, computed once, so that layers branching on them do not
+        # break a torch.compile graph.
+        self._uniform = bool((lengths == self.max_length).all())
         self.batch = torch.repeat_interleave(
             torch.arange(self.num_sequences, device=ptr.device), lengths)
         self.position = torch.arange(self.num_nodes, device=ptr.device) - ptr[:-1][self.batch]
@@ -240,7 +243,7 @@ class CausalGraph:
     @property
     def is_uniform(self) -> bool:
         r"""``True`` when all sequences have the same length (padding-free layout)."""
-        return bool((self.lengths == self.max_length).all())
+        return self._uniform
 
     @property
     def device(self) -> torch.device:

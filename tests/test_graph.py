@@ -264,3 +264,36 @@ def test_bad_edge_index():
         check_edge_index(torch.tensor([[0], [-1]]), 3)
     with pytest.raises(ValueError, match="explicit edge list"):
         CausalGraph.from_edge_index(torch.tensor([[0], [1]]), batch).with_window(2)
+
+
+# ---------------------------------------------------------------------- synthetic graphs
+def test_binary_tree_batch():
+    from graphformer.datasets.synthetic import binary_tree_batch
+    ei, batch = binary_tree_batch(3, depth=2)
+    n = 7
+    assert batch.tolist() == [0] * n + [1] * n + [2] * n
+    assert ei.size(1) == 3 * (6 + 7)
+    edges = as_set(ei)
+    assert (1, 0) in edges and (2, 0) in edges and (6, 2) in edges and (0, 1) not in edges
+    assert (n + 1, n) in edges and all((i, i) in edges for i in range(3 * n))
+    assert bool((batch[ei[0]] == batch[ei[1]]).all())
+    both, _ = binary_tree_batch(3, depth=2, both_directions=True, self_loops=False)
+    assert as_set(both) == {(j, i) for j, i in edges if j != i} | {(i, j) for j, i in edges if j != i}
+    with pytest.raises(ValueError, match="num_trees"):
+        binary_tree_batch(0, depth=2)
+    with pytest.raises(ValueError, match="depth"):
+        binary_tree_batch(2, depth=-1)
+
+
+def test_packed_documents():
+    from graphformer.datasets.synthetic import packed_documents
+    doc = packed_documents(3, 50, mean_length=8, seed=1)
+    assert doc.shape == (150,) and int(doc[0]) == 0
+    assert bool((doc[1:] >= doc[:-1]).all())
+    assert bool((doc[50] > doc[49]) and (doc[100] > doc[99])), "each sequence starts a document"
+    assert torch.equal(doc, packed_documents(3, 50, mean_length=8, seed=1))
+    assert not torch.equal(doc, packed_documents(3, 50, mean_length=8, seed=2))
+    graph = CausalGraph.from_lengths([50] * 3).with_documents(doc)
+    check_views(graph, rule_edges([50] * 3, document=doc.tolist()))
+    with pytest.raises(ValueError, match="mean_length"):
+        packed_documents(3, 50, mean_length=0.5)

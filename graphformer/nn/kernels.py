@@ -10,8 +10,10 @@ Every kernel computes, for each target node :math:`i` and head :math:`h`,
 
 with :math:`\mathbf{o}_i = 0` when :math:`\mathcal{N}(i)` is empty (never NaN):
 
-* ``"edge"``: the reference. Gathers a score per edge, PyG's segment ``softmax``, a
-  scatter-sum of the messages. Runs on any graph.
+* ``"edge"``: runs on any graph. A score per edge, a segment softmax over each
+  target's incoming edges, a scatter-sum of the messages. :func:`edge_attention`
+  recomputes the per-edge gathers in the backward pass instead of keeping them;
+  :func:`edge_attention_reference` is the plain version it is tested against.
 * ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` on the padded
   ``[B, H, T, d]`` layout of a :class:`~graphformer.graph.CausalGraph`, with
   ``is_causal=True`` for dense causal graphs and a boolean ``attn_mask`` otherwise.
@@ -25,12 +27,13 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch_geometric.utils import scatter, softmax
 
 from graphformer.graph import CausalGraph
 
-__all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention", "edge_scores",
-           "sdpa_attention", "flex_attention"]
+__all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention",
+           "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention"]
 
 KERNELS = ("auto", "edge", "sdpa", "flex")
 
@@ -51,12 +54,17 @@ def edge_scores(q: Tensor, k: Tensor, edge_index: Tensor) -> Tensor:
     return (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) / math.sqrt(q.size(-1))
 
 
-def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
-                   dropout: float = 0.0, training: bool = False,
-                   return_weights: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-    r"""The edge-wise reference kernel on any graph: ``q, k, v`` are ``[N, H, d]``,
-    ``edge_index`` is ``[2, E]`` (source, target). Returns ``[N, H, d]`` (and the
-    attention weights ``[E, H]`` when ``return_weights``)."""
+def edge_attention_reference(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
+                             dropout: float = 0.0, training: bool = False,
+                             return_weights: bool = False
+                             ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""The plain edge-wise kernel, in the form of PyG's ``TransformerConv``: gathers
+    :math:`\mathbf{q}_i, \mathbf{k}_j, \mathbf{v}_j` per edge, PyG's segment ``softmax``,
+    a scatter-sum. Autograd keeps the gathered ``[E, H, d]`` tensors for the backward
+    pass. ``q, k, v`` are ``[N, H, d]``, ``edge_index`` is ``[2, E]`` (source, target);
+    returns ``[N, H, d]`` (and the attention weights ``[E, H]`` when ``return_weights``).
+    :func:`edge_attention` computes the same with far less memory; this one is the
+    reference the tests hold it to."""
     num_nodes = q.size(0)
     src, dst = edge_index[0], edge_index[1]
     alpha = softmax(edge_scores(q, k, edge_index), dst, num_nodes=num_nodes)
@@ -66,6 +74,129 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     messages = v.index_select(0, src) * alpha.unsqueeze(-1)
     out = scatter(messages, dst, dim=0, dim_size=num_nodes, reduce="sum")
     return (out, weights) if return_weights else out
+
+
+#: Edges per chunk are chosen so that one gathered ``[chunk, H, d]`` buffer holds about
+#: this many bytes: small enough to stay in cache (and below the allocator's ``mmap``
+#: threshold on CPU), large enough that the per-chunk Python overhead does not matter.
+CHUNK_BYTES = {"cpu": 1 << 20, "cuda": 1 << 28}
+
+
+def _chunks(num_edges: int, chunk: int):
+    return [(a, min(a + chunk, num_edges)) for a in range(0, num_edges, chunk)] or [(0, 0)]
+
+
+class _EdgeAttention(torch.autograd.Function):
+    r"""Edge-wise attention that saves only ``q, k, v`` (``[N, H, d]``) and the weights
+    ``[E, H]`` for the backward pass and recomputes the per-edge gathers there, in
+    chunks of edges written into two reused buffers (SDDMM for the scores, SpMM for the
+    weighted sum, both as gather + in-place product + ``index_add_``). With the softmax
+    Jacobian folded in as in FlashAttention,
+
+    .. math::
+        \frac{\partial L}{\partial s_{ij}} = \alpha_{ij}\Big(\frac{\partial L}
+        {\partial \alpha_{ij}} - \sum_{j'} \alpha_{ij'} \frac{\partial L}
+        {\partial \alpha_{ij'}}\Big).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, src: Tensor, dst: Tensor,
+                keep: Optional[Tensor], chunk: int) -> Tensor:
+        N, H, C = q.shape
+        E = src.numel()
+        # Gathers and index_add_ on flat [*, H * C] rows (faster than on [*, H, C]).
+        qf, kf, vf = q.view(N, H * C), k.view(N, H * C), v.view(N, H * C)
+        ones = q.new_ones(C)
+        buf1, buf2 = q.new_empty(min(chunk, E), H * C), q.new_empty(min(chunk, E), H * C)
+        s = q.new_empty(E, H)
+        for a, b in _chunks(E, chunk):
+            kj = torch.index_select(kf, 0, src[a:b], out=buf1[:b - a])
+            qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
+            torch.matmul(kj.mul_(qi).view(b - a, H, C), ones, out=s[a:b])
+        s.mul_(1.0 / math.sqrt(C))
+        # Segment softmax over each target's incoming edges; every target that has an
+        # edge has a maximum, so no -inf - -inf and no division by zero.
+        smax = q.new_full((N, H), float("-inf")).scatter_reduce_(
+            0, dst.view(-1, 1).expand(E, H), s, "amax")
+        alpha = s.sub_(smax.index_select(0, dst)).exp_()
+        denom = q.new_zeros(N, H).index_add_(0, dst, alpha)
+        alpha.div_(denom.index_select(0, dst))
+        weights = alpha if keep is None else alpha * keep
+        out = q.new_zeros(N, H * C)
+        for a, b in _chunks(E, chunk):
+            vj = torch.index_select(vf, 0, src[a:b], out=buf1[:b - a])
+            vj.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
+            out.index_add_(0, dst[a:b], vj)
+        ctx.save_for_backward(q, k, v, src, dst, alpha, keep)
+        ctx.chunk = chunk
+        return out.view(N, H, C)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, src, dst, alpha, keep = ctx.saved_tensors
+        chunk = ctx.chunk
+        N, H, C = q.shape
+        E = src.numel()
+        qf, kf, vf = q.view(N, H * C), k.view(N, H * C), v.view(N, H * C)
+        gf = grad_out.reshape(N, H * C).contiguous()
+        ones = q.new_ones(C)
+        buf1, buf2 = q.new_empty(min(chunk, E), H * C), q.new_empty(min(chunk, E), H * C)
+        weights = alpha if keep is None else alpha * keep
+        grad_w = q.new_empty(E, H)  # dL/d(weights)
+        grad_v = q.new_zeros(N, H * C)
+        for a, b in _chunks(E, chunk):
+            go = torch.index_select(gf, 0, dst[a:b], out=buf1[:b - a])
+            vj = torch.index_select(vf, 0, src[a:b], out=buf2[:b - a])
+            torch.matmul(vj.mul_(go).view(b - a, H, C), ones, out=grad_w[a:b])
+            go.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
+            grad_v.index_add_(0, src[a:b], go)
+        grad_alpha = grad_w if keep is None else grad_w.mul_(keep)
+        delta = q.new_zeros(N, H).index_add_(0, dst, alpha * grad_alpha)
+        grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)
+        grad_s.mul_(1.0 / math.sqrt(C))
+        grad_q, grad_k = q.new_zeros(N, H * C), q.new_zeros(N, H * C)
+        for a, b in _chunks(E, chunk):
+            gs = grad_s[a:b].unsqueeze(-1)
+            kj = torch.index_select(kf, 0, src[a:b], out=buf1[:b - a])
+            kj.view(b - a, H, C).mul_(gs)
+            grad_q.index_add_(0, dst[a:b], kj)
+            qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
+            qi.view(b - a, H, C).mul_(gs)
+            grad_k.index_add_(0, src[a:b], qi)
+        return (grad_q.view(N, H, C), grad_k.view(N, H, C), grad_v.view(N, H, C),
+                None, None, None, None)
+
+
+def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
+                   dropout: float = 0.0, training: bool = False,
+                   return_weights: bool = False,
+                   chunk: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    r"""The edge-wise kernel on any graph: ``q, k, v`` are ``[N, H, d]``, ``edge_index``
+    is ``[2, E]`` (source, target); returns ``[N, H, d]`` (and the attention weights
+    ``[E, H]`` when ``return_weights``).
+
+    Equal to :func:`edge_attention_reference` (outputs and gradients), but it never
+    keeps the gathered ``[E, H, d]`` tensors: only ``q, k, v`` and the ``[E, H]``
+    weights are saved, and the gathers are redone in the backward pass, ``chunk``
+    edges at a time (by default about 1 MiB of gathered features on CPU). Under
+    ``torch.compile``, with ``return_weights``, or for double backward it falls back to
+    the reference (whose ops the compiler fuses itself)."""
+    if (return_weights or torch.compiler.is_compiling()
+            or q.dtype != k.dtype or q.dtype != v.dtype):
+        return edge_attention_reference(q, k, v, edge_index, dropout=dropout,
+                                        training=training, return_weights=return_weights)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    keep = None
+    if dropout > 0.0 and training:
+        # The mask F.dropout would draw: Bernoulli(1 - p) / (1 - p) per edge and head.
+        keep = torch.empty(edge_index.size(1), q.size(1), dtype=q.dtype,
+                           device=q.device).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
+    if chunk is None:
+        row_bytes = q.size(1) * q.size(2) * q.element_size()
+        chunk = max(1, CHUNK_BYTES.get(q.device.type, CHUNK_BYTES["cuda"]) // row_bytes)
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk))
 
 
 def _padded_heads(graph: CausalGraph, t: Tensor) -> Tensor:

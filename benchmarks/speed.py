@@ -1,0 +1,321 @@
+r"""Forward+backward time and peak memory of graphformer's attention against fused SDPA
+and PyG's TransformerConv.
+
+Four groups, each against its baseline (the first row of the group):
+
+* ``dense``: dense causal, ``B`` sequences of ``T`` tokens. ``AttentionConv`` (kernel
+  auto / sdpa / edge, flex on CUDA) against "SDPA alone": the same q/k/v/skip Linear
+  layers and ``F.scaled_dot_product_attention(is_causal=True)`` on reshaped tensors.
+* ``window``, ``documents``: the same size with a sliding window (``--window``) or
+  packed documents (mean length ``--doc-length``), against hand-written SDPA with the
+  dense boolean mask given (built once, outside the timed step).
+* ``tree``: an arbitrary sparse graph, ``--trees`` binary trees of depth
+  ``--tree-depth`` (child-to-parent edges plus self-loops; ``--both-directions`` adds
+  parent-to-child edges), width ``--tree-heads`` x ``--tree-head-dim``: edge-wise
+  ``AttentionConv`` (the memory-saving kernel, and the plain reference kernel) against
+  PyG's ``TransformerConv`` of the same width.
+
+Every step is forward + backward of ``(out * g).sum()`` for a fixed random ``g``, with
+gradients for ``x`` and all weights. Times are the median over ``--repeats`` steps,
+interleaved: each repeat runs every candidate of a group once, round-robin, after
+``--warmup`` untimed rounds. Memory is measured in separate steps afterwards:
+
+* ``peak``: the most memory allocated at any moment of the step above what was
+  allocated when it began (inputs and weights excluded): on CUDA from
+  ``torch.cuda.max_memory_allocated``, on CPU from the allocator events that
+  ``torch.profiler`` records (``profile_memory=True``);
+* ``saved``: the bytes of the distinct tensors autograd keeps for the backward pass
+  (``torch.autograd.graph.saved_tensors_hooks``), inputs and weights excluded.
+
+Examples::
+
+    python benchmarks/speed.py                         # CPU (or CUDA when present), fp32
+    python benchmarks/speed.py --only tree --repeats 40
+    python benchmarks/speed.py --device cuda --dtype bfloat16 -T 1024
+
+Prints a table and writes ``OUT/speed_<device>_<dtype>_T<T>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+import torch_geometric
+from torch_geometric.nn import TransformerConv
+
+from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
+from graphformer.graph import CausalGraph
+from graphformer.nn import AttentionConv, kernels
+
+GROUPS = ("dense", "window", "documents", "tree")
+
+#: The issue's targets: the AttentionConv row (kernel auto) against the group's baseline.
+TARGETS = {"dense": 1.10, "window": 1.30, "documents": 1.30, "tree": 1.00}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto = cuda when present, else cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/speed/", help="output folder for the JSON")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds (median)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--only", default=",".join(GROUPS),
+                   help=f"comma-separated groups out of {', '.join(GROUPS)}")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory steps")
+    g = p.add_argument_group("sequences (dense, window, documents)")
+    g.add_argument("-T", "--length", type=int, default=256, help="tokens per sequence")
+    g.add_argument("--batch", type=int, default=8, help="sequences")
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--head-dim", type=int, default=32)
+    g.add_argument("--window", type=int, default=64, help="sliding-window width")
+    g.add_argument("--doc-length", type=float, default=64, help="mean document length")
+    g = p.add_argument_group("sparse graph (tree)")
+    g.add_argument("--trees", type=int, default=1024)
+    g.add_argument("--tree-depth", type=int, default=4)
+    g.add_argument("--tree-heads", type=int, default=4)
+    g.add_argument("--tree-head-dim", type=int, default=16)
+    g.add_argument("--both-directions", action="store_true",
+                   help="parent-to-child edges too")
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(GROUPS))
+    if unknown:
+        p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be >= 1 and --warmup >= 0")
+    return args
+
+
+# ---------------------------------------------------------------------- candidates
+class Candidate:
+    r"""One row: a module (for its weights) and the function of ``x`` it computes."""
+
+    def __init__(self, name: str, module: torch.nn.Module, fn: Callable, x: torch.Tensor):
+        self.name, self.module, self.fn = name, module, fn
+        self.x = x.detach().clone().requires_grad_()
+        with torch.no_grad():
+            self.grad_out = torch.randn_like(fn(self.x))
+
+    def step(self) -> None:
+        self.x.grad = None
+        for p in self.module.parameters():
+            p.grad = None
+        (self.fn(self.x) * self.grad_out).sum().backward()
+
+
+def sdpa_alone(conv: AttentionConv, B: int, T: int, **sdpa_kwargs) -> Callable:
+    r"""The baseline: the layer's own Linear layers and fused SDPA, written by hand on
+    the ``[B, H, T, d]`` layout, no graph involved."""
+    H, C = conv.heads, conv.out_channels
+
+    def fn(x):
+        q, k, v = (lin(x).view(B, T, H, C).transpose(1, 2)
+                   for lin in (conv.lin_query, conv.lin_key, conv.lin_value))
+        out = F.scaled_dot_product_attention(q, k, v, **sdpa_kwargs)
+        return out.transpose(1, 2).reshape(B * T, H * C) + conv.lin_skip(x)
+    return fn
+
+
+def reference_edge(conv: AttentionConv, edge_index: torch.Tensor) -> Callable:
+    r"""``AttentionConv`` with the plain edge-wise kernel (the one tests compare to)."""
+    def fn(x):
+        q, k, v = conv.project(x, edge_index)
+        return conv.combine(kernels.edge_attention_reference(q, k, v, edge_index), x)
+    return fn
+
+
+def sequence_group(kind: str, args, device, dtype) -> List[Candidate]:
+    B, T, H, C = args.batch, args.length, args.heads, args.head_dim
+    graph = CausalGraph.from_lengths([T] * B)
+    if kind == "window":
+        graph = graph.with_window(args.window)
+    elif kind == "documents":
+        graph = graph.with_documents(packed_documents(B, T, args.doc_length, seed=args.seed))
+    graph = graph.to(device)
+    conv = AttentionConv(H * C, C, heads=H).to(device, dtype)
+    x = torch.randn(B * T, H * C, device=device, dtype=dtype)
+    if kind == "dense":
+        rows = [Candidate("SDPA alone (is_causal)", conv, sdpa_alone(conv, B, T, is_causal=True), x)]
+    else:
+        mask = graph.dense_mask().unsqueeze(1)  # given: built once, outside the step
+        rows = [Candidate("SDPA, mask given", conv, sdpa_alone(conv, B, T, attn_mask=mask), x)]
+    kernels_to_run = ["auto", "sdpa", "edge"]
+    if device.type == "cuda":
+        kernels_to_run.append("flex")
+    for kernel in kernels_to_run:
+        used = kernels.choose_kernel(graph, device, kernel, needs_grad=True)
+        label = f"AttentionConv {kernel}" + (f" (-> {used})" if kernel == "auto" else "")
+        rows.append(Candidate(label, conv, lambda x, k=kernel: conv(x, graph, kernel=k), x))
+    return rows
+
+
+def tree_group(args, device, dtype) -> List[Candidate]:
+    ei, _ = binary_tree_batch(args.trees, args.tree_depth,
+                              both_directions=args.both_directions)
+    ei = ei.to(device)
+    H, C = args.tree_heads, args.tree_head_dim
+    num_nodes = int(ei.max()) + 1
+    x = torch.randn(num_nodes, H * C, device=device, dtype=dtype)
+    pyg = TransformerConv(H * C, C, heads=H).to(device, dtype)
+    conv = AttentionConv(H * C, C, heads=H).to(device, dtype)
+    conv.load_state_dict(pyg.state_dict())
+    return [
+        Candidate("TransformerConv (PyG)", pyg, lambda x: pyg(x, ei), x),
+        Candidate("AttentionConv edge", conv, lambda x: conv(x, ei, kernel="edge"), x),
+        Candidate("AttentionConv edge, reference kernel", conv, reference_edge(conv, ei), x),
+    ]
+
+
+# ---------------------------------------------------------------------- measuring
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_group(rows: List[Candidate], repeats: int, warmup: int,
+               device: torch.device) -> Dict[str, List[float]]:
+    times: Dict[str, List[float]] = {r.name: [] for r in rows}
+    for i in range(warmup + repeats):
+        for r in rows:  # round-robin: every candidate sees the same machine load
+            sync(device)
+            t0 = time.perf_counter()
+            r.step()
+            sync(device)
+            if i >= warmup:
+                times[r.name].append(time.perf_counter() - t0)
+    return times
+
+
+def peak_bytes(r: Candidate, device: torch.device) -> int:
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        r.step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        r.step()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    now = peak = 0
+    mem = [e for e in events if e.get("name") == "[memory]"
+           and e.get("args", {}).get("Device Type", 0) == 0]
+    for e in sorted(mem, key=lambda e: e["ts"]):
+        now += e["args"]["Bytes"]
+        peak = max(peak, now)
+    return peak
+
+
+def saved_bytes(r: Candidate) -> int:
+    seen: Dict[int, int] = {}
+    skip = {r.x.data_ptr()} | {p.data_ptr() for p in r.module.parameters()}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    r.x.grad = None
+    for p in r.module.parameters():
+        p.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = r.fn(r.x)
+    (out * r.grad_out).sum().backward()
+    return sum(seen.values())
+
+
+# ---------------------------------------------------------------------- report
+def machine(device: torch.device) -> Dict[str, object]:
+    info: Dict[str, object] = {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__, "device": str(device),
+        "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "torch_scatter": None,
+    }
+    try:
+        import torch_scatter
+        info["torch_scatter"] = torch_scatter.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")]
+        info["cpu"] = f"{names[0]} x {len(names)}" if names else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    return info
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    info = machine(device)
+    print(f"# {info['cpu'] if device.type == 'cpu' else info.get('gpu')}, "
+          f"torch {info['torch']}, PyG {info['torch_geometric']}, "
+          f"torch-scatter {info['torch_scatter'] or 'not installed'}, "
+          f"{info['threads']} threads, {args.dtype}")
+    results = []
+    header = f"{'group':<10} {'candidate':<40} {'ms':>9} {'ratio':>6} {'peak MiB':>9} {'saved MiB':>9}"
+    print(header)
+    print("-" * len(header))
+    for group in args.only:
+        rows = (tree_group(args, device, dtype) if group == "tree"
+                else sequence_group(group, args, device, dtype))
+        times = time_group(rows, args.repeats, args.warmup, device)
+        base = statistics.median(times[rows[0].name])
+        for r in rows:
+            t = times[r.name]
+            med = statistics.median(t)
+            q = statistics.quantiles(t, n=4) if len(t) > 1 else [med, med, med]
+            peak = saved = None
+            if not args.no_memory:
+                peak = peak_bytes(r, device)
+                saved = saved_bytes(r)
+            res = dict(group=group, candidate=r.name, median_ms=med * 1e3,
+                       q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3, ratio=med / base,
+                       peak_bytes=peak, saved_bytes=saved, times_ms=[s * 1e3 for s in t])
+            results.append(res)
+            mib = lambda b: "-" if b is None else f"{b / 2**20:9.1f}"  # noqa: E731
+            print(f"{group:<10} {r.name:<40} {med * 1e3:9.2f} {med / base:6.2f} "
+                  f"{mib(peak):>9} {mib(saved):>9}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"speed_{device.type}_{args.dtype}_T{args.length}.json"
+    payload = dict(machine=info, args={k: v for k, v in vars(args).items()},
+                   targets=TARGETS, results=results)
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
