@@ -36,7 +36,9 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
                         f"got dtype {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"{name} must have shape [2, E], got {list(edge_index.shape)}")
-    if edge_index.numel() > 0:
+    # The range check reads the data: skipped while torch.compile traces (as PyG does),
+    # where it would break the graph; eager calls check it.
+    if edge_index.numel() > 0 and not torch.compiler.is_compiling():
         low, high = int(edge_index.min()), int(edge_index.max())
         if low < 0:
             raise ValueError(f"{name} has a negative node index ({low})")

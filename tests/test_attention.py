@@ -374,11 +374,16 @@ SLOW = pytest.mark.skipif(os.environ.get("GRAPHFORMER_SLOW_TESTS") != "1",
     # The default backend generates C++ kernels: 30-40 s with a cold cache on 2 cores.
     pytest.param("inductor", marks=[pytest.mark.slow, SLOW]),
 ])
-def test_torch_compile_matches_eager(backend):
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["CausalGraph", "edge_index"])
+def test_torch_compile_matches_eager(backend, as_tensor):
     torch.manual_seed(0)
     graph = CausalGraph.from_lengths([6, 6])
+    if as_tensor:  # the edge kernel under the compiler (it traces the reference ops)
+        if backend != "aot_eager":
+            pytest.skip("one Inductor compile is enough")
+        graph = graph.edge_index
     model = TinyModel()
-    x = torch.randn(graph.num_nodes, 8)
+    x = torch.randn(12, 8)
     compiled = torch.compile(model, backend=backend, fullgraph=True)
     out = compiled(x, graph)
     torch.testing.assert_close(out, model(x, graph), atol=ATOL, rtol=0)
