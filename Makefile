@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    builds .venv on first use, then runs the main job
 #   make test   builds .venv on first use, then runs the test suite
+# and one more builds the documentation on the same .venv:
+#   make docs   HTML in docs/_build/html (tutorials executed, warnings are errors), doctests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,5 +27,17 @@ speed: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
+# The docs extra (Sphinx, sphinx-gallery, the theme, myst-parser), with torch held at the
+# pinned build. SPHINXOPTS adds options to both builds, e.g. SPHINXOPTS="-D key=value".
+SPHINXOPTS ?=
+DOCS_OUT := docs/_build
+$(BIN)/.installed-docs: $(BIN)/.installed
+	$(BIN)/pip install --quiet "$(TORCH)" -e ".[docs]"
+	touch $@
+
+docs: $(BIN)/.installed-docs
+	$(BIN)/sphinx-build -W --keep-going -b html -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/html $(SPHINXOPTS)
+	$(BIN)/sphinx-build -W --keep-going -b doctest -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/doctest $(SPHINXOPTS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/auto_examples docs/gen_modules

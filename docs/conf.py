@@ -1,0 +1,286 @@
+"""Sphinx configuration of graphformer's documentation.
+
+Build with ``make docs`` (HTML in ``docs/_build/html``, then the doctests). The build needs
+no network: the tutorials run on generated data, and MathJax is loaded from its CDN by the
+reader's browser, not at build time.
+
+Two pieces are generated here, at every build, into the git-ignored ``docs/gen_modules``:
+
+* the API reference: one page per public class and function of the package (found by
+  walking the modules, so that nothing public is left out), grouped by module on
+  ``api.rst``;
+* a placeholder page for every results file (``docs/results_*.md``) that has not been
+  written yet, naming the command that produces it.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pkgutil
+import sys
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import graphformer  # noqa: E402
+
+project = "graphformer"
+author = "the graphformer developers"
+copyright = "2025, the graphformer developers"
+release = version = graphformer.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.doctest",
+    "sphinx.ext.viewcode",
+    "matplotlib.sphinxext.plot_directive",
+    "sphinx_gallery.gen_gallery",
+    "myst_parser",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "tutorials", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+
+# -- theme --------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"graphformer {release}"
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_sidebars = {"index": [], "install": [], "results": []}
+html_show_sourcelink = False
+
+# -- autodoc ------------------------------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_class_signature = "mixed"
+autosummary_generate = False  # the stub pages are written below
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+add_module_names = False
+
+# -- doctest ------------------------------------------------------------------------------
+doctest_global_setup = """
+import torch
+torch.manual_seed(0)
+"""
+
+# -- plot directive (the picture on the landing page) --------------------------------------
+plot_include_source = False
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 110)]
+plot_rcparams = {"figure.dpi": 110}
+plot_apply_rcparams = True
+
+# -- sphinx-gallery ----------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": ["tutorials"],
+    "gallery_dirs": ["auto_examples"],
+    "filename_pattern": r"/plot_",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "write_computation_times": False,
+    "doc_module": ("graphformer",),
+    "backreferences_dir": "gen_modules/backreferences",
+    "reference_url": {"graphformer": None},
+    "matplotlib_animations": False,
+    "thumbnail_size": (320, 224),
+    "min_reported_time": 1,
+    "show_signature": False,
+}
+
+# The tutorials run in this process: one thread, since their tensors are small and the
+# machines that build the docs have two cores, often shared (several threads spinning on
+# a busy machine cost several times the CPU time).
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+warnings.filterwarnings("ignore", category=UserWarning, message=".*non-GUI backend.*")
+
+# -- API reference --------------------------------------------------------------------------
+GEN = HERE / "gen_modules"
+API_DIR = GEN / "api"
+
+#: Sections of the API page, in order: the namespace whose ``__all__`` they show, a title.
+#: An object is documented once, under the first namespace below that exports it (its
+#: shortest public path); public modules not named here get a section of their own.
+API_SECTIONS = [
+    ("graphformer.graph", "Token graphs"),
+    ("graphformer.nn", "Layers and stacks"),
+    ("graphformer.nn.conv", "Layer helpers"),
+    ("graphformer.nn.kernels", "Attention kernels"),
+    ("graphformer.nn.dynamics", "Dynamics: schemes and update methods"),
+    ("graphformer.models", "Models"),
+    ("graphformer.models.gpt", "GPT building blocks"),
+    ("graphformer.transforms", "Transforms (rewiring)"),
+    ("graphformer.datasets", "Data sets"),
+    ("graphformer.diagnostics", "Diagnostics"),
+    ("graphformer.train", "Training language models"),
+    ("graphformer.experiments.graph_tasks", "Experiments: graph tasks"),
+    ("graphformer.experiments.sequence_tasks", "Experiments: causal sequence tasks"),
+    ("graphformer.experiments.oversquash", "Experiments: the over-squashing study"),
+    ("graphformer.experiments.store", "Experiments: result store"),
+    ("graphformer.plot", "Plotting"),
+]
+
+
+def _public_names(module) -> list[str]:
+    """``__all__``, or the classes and functions defined in the module (or, for a
+    package, in its submodules) whose names do not start with an underscore."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        prefix = module.__name__
+        is_pkg = hasattr(module, "__path__")
+        names = [n for n, obj in vars(module).items()
+                 if not n.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+                 and (obj.__module__ == prefix
+                      or (is_pkg and obj.__module__.startswith(prefix + ".")))]
+    return [n for n in names
+            if inspect.isclass(getattr(module, n, None))
+            or inspect.isfunction(getattr(module, n, None))]
+
+
+def _modules() -> list[str]:
+    found = [m.name for m in pkgutil.walk_packages(graphformer.__path__, "graphformer.")
+             if not any(part.startswith("_") for part in m.name.split("."))]
+    order = [name for name, _ in API_SECTIONS]
+    return order + [m for m in found if m not in order]
+
+
+def _first_paragraph(module) -> str:
+    doc = inspect.getdoc(module) or ""
+    return doc.split("\n\n")[0].strip()
+
+
+def _stub(fullname: str, obj) -> str:
+    module, _, name = fullname.rpartition(".")
+    title = f"{name}\n{'=' * len(name)}\n\n.. currentmodule:: {module}\n\n"
+    if inspect.isclass(obj):
+        body = f".. autoclass:: {name}\n   :members:\n   :show-inheritance:\n"
+    else:
+        body = f".. autofunction:: {name}\n"
+    return title + body + f"\n.. minigallery:: {fullname}\n   :add-heading: Used in the tutorials\n"
+
+
+def write_api() -> None:
+    """Writes a page per public object to ``gen_modules/api`` and the sections of
+    ``api.rst`` to ``gen_modules/api_sections.txt`` (included by ``api.rst``)."""
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    titles = dict(API_SECTIONS)
+    seen: set[int] = set()
+    pages: dict[str, str] = {}
+    sections = []
+    for modname in _modules():
+        module = importlib.import_module(modname)
+        entries = []
+        for name in _public_names(module):
+            obj = getattr(module, name)
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            fullname = f"{modname}.{name}"
+            pages[fullname] = _stub(fullname, obj)
+            entries.append(name)
+        if not entries:
+            continue
+        title = titles.get(modname, modname)
+        intro = _first_paragraph(module)
+        lines = [title, "-" * len(title), "", f"``{modname}``: {intro}" if intro else
+                 f"``{modname}``", "", f".. currentmodule:: {modname}", "",
+                 ".. autosummary::", "   :toctree: gen_modules/api", "   :nosignatures:", ""]
+        lines += [f"   {name}" for name in entries]
+        sections.append("\n".join(lines) + "\n")
+    for fullname, text in pages.items():
+        path = API_DIR / f"{fullname}.rst"
+        if not path.exists() or path.read_text() != text:  # keep mtimes: no needless rereads
+            path.write_text(text)
+    for stale in API_DIR.glob("*.rst"):
+        if stale.stem not in pages:
+            stale.unlink()
+    text = "\n\n".join(sections)
+    out = GEN / "api_sections.txt"
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+
+
+# -- results pages ----------------------------------------------------------------------
+#: Results files written by the other work streams, in the order of the results page:
+#: (file, title of its placeholder, the command that produces it).
+RESULTS = [
+    ("results_oversquash.md", "Over-squashing, over-smoothing and the runway",
+     "make run        # = python benchmarks/oversquash.py (writes results/oversquash/results.md)"),
+    ("results_lm.md", "Language modelling: GPT, heavy-ball, Nesterov and friends",
+     "python benchmarks/lm.py --data ../shared/data/tinyshakespeare.txt \\\n"
+     "    --compare gpt nesterov nesterov0 heavyball strang diff pause --seeds 0 1 2"),
+    ("results_speed.md", "Speed of the attention kernels",
+     "make speed      # = python benchmarks/speed.py"),
+]
+
+
+def write_results_placeholders() -> list[str]:
+    """The toctree entries of the results page: ``results_x`` for a file that exists, a
+    generated placeholder page for one that does not yet."""
+    out_dir = GEN / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for filename, title, command in RESULTS:
+        stem = Path(filename).stem
+        if (HERE / filename).exists():
+            entries.append(stem)
+            stale = out_dir / f"{stem}.rst"
+            if stale.exists():
+                stale.unlink()
+            continue
+        code = "\n".join("      " + line for line in command.splitlines())
+        text = (f"{title}\n{'=' * len(title)}\n\n"
+                f".. note::\n\n"
+                f"   Not measured yet. This page will show ``docs/{filename}``, which is\n"
+                f"   written from the output of\n\n"
+                f"   .. code-block:: bash\n\n{code}\n\n"
+                f"   and added to the repository before a release.\n")
+        path = out_dir / f"{stem}.rst"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        entries.append(f"gen_modules/results/{stem}")
+    return entries
+
+
+write_api()
+RESULTS_TOCTREE = write_results_placeholders()
+
+
+def _inject_results(app, docname, source):
+    if docname == "results":
+        toctree = "\n".join(["", ".. toctree::", "   :maxdepth: 2", ""]
+                            + [f"   {e}" for e in RESULTS_TOCTREE]) + "\n"
+        source[0] = source[0].replace(".. results-pages (filled in by conf.py)", toctree)
+
+
+def _results_outdated(app, env, added, changed, removed):
+    return ["results"] if "results" in env.found_docs else []
+
+
+def setup(app):
+    app.connect("source-read", _inject_results)
+    app.connect("env-get-outdated", _results_outdated)
