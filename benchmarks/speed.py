@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -256,6 +257,8 @@ def machine(device: torch.device) -> Dict[str, object]:
         info["torch_scatter"] = torch_scatter.__version__
     except ImportError:
         pass
+    if hasattr(os, "getloadavg"):
+        info["load_average_1_5_15min"] = list(os.getloadavg())
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -312,6 +315,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = out / f"speed_{device.type}_{args.dtype}_T{args.length}.json"
     payload = dict(machine=info, args={k: v for k, v in vars(args).items()},
                    targets=TARGETS, results=results)
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = list(os.getloadavg())
     path.write_text(json.dumps(payload, indent=1))
     print(f"wrote {path}")
     return 0

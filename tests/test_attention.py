@@ -458,3 +458,25 @@ def test_forced_kernel_that_cannot_run_raises():
     with pytest.raises(ValueError, match="dropout"):
         with torch.no_grad():
             AttentionConv(6, 4, dropout=0.1).train()(x, graph, kernel="flex")
+
+
+def test_edge_kernel_under_autocast():
+    torch.manual_seed(0)
+    ei = get_random_edge_index(30, 30, 90)
+    conv = AttentionConv(8, 4, heads=2)
+    x = torch.randn(30, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x, ei, kernel="edge")
+        q, k, v = conv.project(x, ei)
+        want = conv.combine(kernels.edge_attention_reference(q, k, v, ei), x)
+    out.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    torch.testing.assert_close(out.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_edge_kernel_double_backward_raises():
+    q, k, v = (torch.randn(4, 1, 2, requires_grad=True) for _ in range(3))
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    (g,) = torch.autograd.grad(kernels.edge_attention(q, k, v, ei).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
