@@ -287,7 +287,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"torch-scatter {info['torch_scatter'] or 'not installed'}, "
           f"{info['threads']} threads, {args.dtype}")
     results = []
-    header = f"{'group':<10} {'candidate':<40} {'ms':>9} {'ratio':>6} {'peak MiB':>9} {'saved MiB':>9}"
+    header = (f"{'group':<10} {'candidate':<40} {'ms':>9} {'q1-q3 ms':>15} {'ratio':>6} "
+              f"{'peak MiB':>9} {'saved MiB':>9}")
     print(header)
     print("-" * len(header))
     for group in args.only:
@@ -298,7 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for r in rows:
             t = times[r.name]
             med = statistics.median(t)
-            q = statistics.quantiles(t, n=4) if len(t) > 1 else [med, med, med]
+            q = statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else [med] * 3
             peak = saved = None
             if not args.no_memory:
                 peak = peak_bytes(r, device)
@@ -308,7 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        peak_bytes=peak, saved_bytes=saved, times_ms=[s * 1e3 for s in t])
             results.append(res)
             mib = lambda b: "-" if b is None else f"{b / 2**20:9.1f}"  # noqa: E731
-            print(f"{group:<10} {r.name:<40} {med * 1e3:9.2f} {med / base:6.2f} "
+            iqr = f"{q[0] * 1e3:.1f}-{q[2] * 1e3:.1f}"
+            print(f"{group:<10} {r.name:<40} {med * 1e3:9.2f} {iqr:>15} {med / base:6.2f} "
                   f"{mib(peak):>9} {mib(saved):>9}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
