@@ -39,7 +39,9 @@ def name_list(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=name_list, help=f"comma-separated, of: {', '.join(GRAPH_MODELS)}")
+    p.add_argument("--models", type=name_list,
+                   help=f"comma-separated, of: {', '.join(GRAPH_MODELS)} (default: all; the "
+                        "transfer tasks use gcn, gat, attention unless --models or --full)")
     p.add_argument("--tasks", type=name_list, help=f"comma-separated, of: {', '.join(TASKS)}")
     p.add_argument("--depths", type=int_list, help="tree depths, e.g. 2,3,4,5 (2..8)")
     p.add_argument("--distances", type=int_list, help="transfer-task distances, e.g. 3,6")
@@ -62,7 +64,7 @@ def main(argv=None):
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     seeds = [args.seed] if args.seed is not None else args.seeds
-    overrides = dict(models=args.models, tasks=args.tasks, depths=args.depths,
+    overrides = dict(models=args.models, transfer_models=args.models, tasks=args.tasks, depths=args.depths,
                      distances=args.distances, lengths=args.lengths, seeds=seeds)
     settings = (Settings.full if args.full else Settings.default)(**overrides)
     if args.max_steps is not None:

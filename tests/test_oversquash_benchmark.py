@@ -29,7 +29,7 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(tmp_path, capsys, monk
     import graphformer.experiments.oversquash as study
     monkeypatch.setattr(study.Settings, "default",
                         classmethod(lambda cls, **o: study.Settings(**{
-                            **dict(models=("gcn",), tasks=("tree",), depths=(2,), distances=(2,),
+                            **dict(models=("gcn",), transfer_models=("gcn",), tasks=("tree",), depths=(2,), distances=(2,),
                                    lengths=(4,), seeds=(0,), budget=Budget(), sequence_epochs=1,
                                    num_sequences=40, transfer_graphs=40),
                             **{k: v for k, v in o.items() if v is not None}})))

@@ -31,6 +31,7 @@ class Settings:
     r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes;
     :meth:`full` is the papers' sweep and budget."""
     models: Sequence[str]
+    transfer_models: Sequence[str]
     tasks: Sequence[str]
     depths: Sequence[int]
     distances: Sequence[int]
@@ -38,21 +39,23 @@ class Settings:
     seeds: Sequence[int]
     budget: Budget
     num_pause: int = 8
-    sequence_epochs: int = 10
-    num_sequences: int = 600
+    sequence_epochs: int = 8
+    num_sequences: int = 400
     transfer_graphs: Optional[int] = 1100
-    transfer_steps: int = 300
+    transfer_steps: int = 200
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
-        base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=(2, 3, 4, 5), distances=(3, 6),
-                    lengths=(16, 48), seeds=(0,), budget=Budget(max_steps=600))
+        base = dict(models=GRAPH_MODELS, transfer_models=("gcn", "gat", "attention"), tasks=TASKS,
+                    depths=(2, 3, 4, 5), distances=(3, 5), lengths=(16, 48), seeds=(0,),
+                    budget=Budget(max_steps=300, max_graphs=2000))
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
     @classmethod
     def full(cls, **overrides) -> "Settings":
-        base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=tuple(range(2, 9)),
+        base = dict(models=GRAPH_MODELS, transfer_models=GRAPH_MODELS, tasks=TASKS,
+                    depths=tuple(range(2, 9)),
                     distances=(3, 5, 8, 10), lengths=(16, 64, 256), seeds=(0,),
                     budget=Budget.full(), sequence_epochs=100, num_sequences=4000,
                     transfer_graphs=None, transfer_steps=20_000)
@@ -60,7 +63,7 @@ class Settings:
         return cls(**base)
 
     def validate(self) -> None:
-        bad = [m for m in self.models if m not in GRAPH_MODELS]
+        bad = [m for m in (*self.models, *self.transfer_models) if m not in GRAPH_MODELS]
         if bad:
             raise ValueError(f"unknown model(s) {', '.join(bad)}; valid models: "
                              f"{', '.join(GRAPH_MODELS)}")
@@ -100,7 +103,7 @@ def plan(settings: Settings) -> List[Dict]:
         for task in TRANSFER_TASKS:
             if task in settings.tasks:
                 runs += [dict(task=task, model=m, size=r, variant="plain", seed=seed)
-                         for r in settings.distances for m in settings.models]
+                         for r in settings.distances for m in settings.transfer_models]
         for task in SEQUENCE_TASKS:
             if task in settings.tasks:
                 runs += [dict(task=task, model="attention", size=n,
