@@ -63,7 +63,8 @@ class Settings:
         return cls(**base)
 
     def validate(self) -> None:
-        bad = [m for m in (*self.models, *self.transfer_models) if m not in GRAPH_MODELS]
+        bad = [m for m in dict.fromkeys((*self.models, *self.transfer_models))
+               if m not in GRAPH_MODELS]
         if bad:
             raise ValueError(f"unknown model(s) {', '.join(bad)}; valid models: "
                              f"{', '.join(GRAPH_MODELS)}")
