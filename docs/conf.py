@@ -64,14 +64,23 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "install": [], "results": []}
+# no left navigation where the page needs the width (code, wide tables, the landing page)
+html_sidebars = {"index": [], "install": [], "results": [], "api": [],
+                 "auto_examples/*": [], "gen_modules/api/*": []}
 html_show_sourcelink = False
+
+# MathJax (the version Sphinx names, from its CDN, in the reader's browser): a formula
+# wider than the column scrolls instead of running off the page ("linebreak" breaks
+# aligned formulas apart).
+mathjax4_config = {"output": {"displayOverflow": "scroll"}}
 
 # -- autodoc ------------------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"
 autosummary_generate = False  # the stub pages are written below
+autodoc_inherit_docstrings = False  # no PyG / torch docstrings on overridden methods
+autodoc_default_options = {"exclude-members": "propagate, edge_updater"}  # PyG-generated
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -88,7 +97,7 @@ plot_include_source = False
 plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 110)]
-plot_rcparams = {"figure.dpi": 110}
+plot_rcparams = {"figure.dpi": 110, "savefig.bbox": "tight"}
 plot_apply_rcparams = True
 
 # -- sphinx-gallery ----------------------------------------------------------------------
@@ -107,7 +116,12 @@ sphinx_gallery_conf = {
     "thumbnail_size": (320, 224),
     "min_reported_time": 1,
     "show_signature": False,
+    "capture_repr": (),  # the tutorials print what they show
+    # matplotlib is not reset between tutorials (none changes its settings), so that
+    # the settings below hold: figures cropped to their content, labels never cut.
+    "reset_modules": (),
 }
+matplotlib.rcParams["savefig.bbox"] = "tight"
 
 # The tutorials run in this process: one thread, since their tensors are small and the
 # machines that build the docs have two cores, often shared (several threads spinning on
@@ -279,6 +293,28 @@ def _inject_results(app, docname, source):
 
 def _results_outdated(app, env, added, changed, removed):
     return ["results"] if "results" in env.found_docs else []
+
+
+def _tidy_summaries() -> None:
+    """autosummary's one-line summaries cut a docstring's first paragraph; when that
+    paragraph leads into a formula it ends in a comma or colon, and autosummary appends
+    a period (",."). Keep the period only."""
+    import re
+
+    from sphinx.ext import autosummary
+
+    extract = getattr(autosummary, "extract_summary", None)
+    if extract is None or getattr(extract, "_graphformer", False):
+        return
+
+    def summary(doc, document):
+        return re.sub(r"\s*[,:;]\.$", ".", extract(doc, document))
+
+    summary._graphformer = True
+    autosummary.extract_summary = summary
+
+
+_tidy_summaries()
 
 
 def setup(app):

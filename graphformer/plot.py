@@ -102,9 +102,13 @@ def draw_causal_graph(graph: Union[CausalGraph, Tensor], pause_mask: Optional[Te
     edges = [(int(j), int(i)) for j, i in edge_index.t().tolist() if self_loops or j != i]
     G.add_edges_from(edges)
 
-    if ax is None:
-        rows = int(row.max()) + 1 if num_nodes else 1
-        _, ax = plt.subplots(figsize=(min(0.7 * length + 1.5, 16), min(rows * (0.4 * gap + 0.5) + 0.8, 12)))
+    ys = [p[1] for p in pos.values()] or [0.0]
+    xlim = (-0.7, length - 0.3)
+    ylim = (min(ys) - (height if backward else 0) - 0.5, max(ys) + height + 0.3)
+    if ax is None:  # about 0.6 inch per position, the height to match (equal aspect)
+        scale = min(0.6, 14 / (xlim[1] - xlim[0]), 10 / (ylim[1] - ylim[0]))
+        _, ax = plt.subplots(figsize=((xlim[1] - xlim[0]) * scale + 0.2,
+                                      (ylim[1] - ylim[0]) * scale + 0.5))
     into_pause = [e for e in edges if bool(pause[e[1]])]
     other = [e for e in edges if not bool(pause[e[1]])]
     for edgelist, color in ((other, EDGE_COLOR), (into_pause, PAUSE_COLOR)):
@@ -121,9 +125,11 @@ def draw_causal_graph(graph: Union[CausalGraph, Tensor], pause_mask: Optional[Te
                                    edgecolors="black", linewidths=0.6)
     nx.draw_networkx_labels(G, pos, labels={k: labels[k] for k in range(num_nodes)}, ax=ax,
                             font_size=8, font_color="white")
-    ys = [p[1] for p in pos.values()] or [0.0]
-    ax.set_xlim(-0.7, length - 0.3)
-    ax.set_ylim(min(ys) - (height if backward else 0) - 0.6, max(ys) + height + 0.6)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    # equal scales, so that the arcs (curved in display space) keep the height computed
+    # above and never leave the axes
+    ax.set_aspect("equal", adjustable="box")
     ax.set_axis_off()
     if legend and pauses:
         ax.legend(handles=[

@@ -26,6 +26,7 @@ from graphformer.nn.kernels import choose_kernel
 from graphformer.plot import draw_causal_graph
 
 torch.manual_seed(0)
+# sphinx_gallery_thumbnail_number = 2
 
 # %%
 # The causal DAG
@@ -98,14 +99,14 @@ print(f"largest difference to masked self-attention: {(out - ref).abs().max():.1
 out, (edge_index, alpha) = conv(x, graph, return_attention_weights=True)
 A = torch.zeros(graph.num_nodes, graph.num_nodes)
 A[edge_index[1], edge_index[0]] = alpha[:, 0].detach()  # head 0, row = target
-fig, ax = plt.subplots(figsize=(4.2, 3.6))
+fig, ax = plt.subplots(figsize=(4.6, 3.8), layout="constrained")
 im = ax.imshow(A, cmap="viridis")
 ax.set_xlabel("source j")
 ax.set_ylabel("target i")
 ax.set_title("attention weights (head 0), both sequences")
 fig.colorbar(im, ax=ax, shrink=0.8)
 plt.show()
-print("row sums:", A.sum(1))
+print("row sums:", [round(v, 4) for v in A.sum(1).tolist()])
 
 # %%
 # The same layer on a tree
@@ -148,7 +149,7 @@ for (j, i), a in zip(ei.t().tolist(), alpha_tree[:, 0].tolist()):
     if i != j:
         G.add_edge(j, i)
         weights[(j, i)] = a
-fig, ax = plt.subplots(figsize=(7, 3.2))
+fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
 nx.draw_networkx_nodes(G, pos, ax=ax, node_size=260, node_color="tab:blue")
 nx.draw_networkx_labels(G, pos, ax=ax, font_size=8, font_color="white")
 nx.draw_networkx_edges(G, pos, ax=ax, width=[6 * weights[e] for e in G.edges],
@@ -184,7 +185,8 @@ print("GATConv on the causal DAG:", tuple(call_conv(gat, x, graph).shape))
 big = CausalGraph.from_lengths([128] * 4).with_window(32)
 conv = AttentionConv(64, 16, heads=4)
 xb = torch.randn(big.num_nodes, 64, requires_grad=True)
-print(big, "edges:", big.num_edges)
+print(big)
+print("edges:", big.num_edges)
 print("kernel='auto' picks:", choose_kernel(big, xb.device))
 
 results = {}

@@ -25,6 +25,7 @@ from graphformer.experiments.graph_tasks import (PUBLISHED_TREE, Budget, SameTop
                                                  build_tree_model, train_graph_task)
 
 torch.manual_seed(0)
+# sphinx_gallery_thumbnail_number = 3
 
 # %%
 # The task
@@ -48,10 +49,11 @@ for v in G.nodes:  # heap layout: the root on top, children below their parent
 key, value = tree.x[:, 0].tolist(), tree.x[:, 1].tolist()
 labels = {v: (f"query {key[v]}" if v == 0 else f"k{key[v]}:v{value[v]}" if key[v] else "")
           for v in G.nodes}
-fig, ax = plt.subplots(figsize=(6, 2.6))
+fig, ax = plt.subplots(figsize=(6, 2.8), layout="constrained")
 nx.draw_networkx(G, pos, ax=ax, labels=labels, node_size=1400, node_color="#cfe0f3",
                  edgecolors="tab:blue", font_size=8, arrows=True, node_shape="o")
 ax.set_title(f"a tree of depth 2: the answer is {int(tree.y) + 1}")
+ax.margins(x=0.08, y=0.25)
 ax.set_axis_off()
 plt.show()
 
@@ -85,19 +87,19 @@ for depth in (2, 3):
         model = build_tree_model("attention", data)
         result = train_graph_task(model, data, budget, fully_adjacent=fa)
         runs[depth, fa] = (model, data, result)
-        print(f"depth {depth}, {'fully-adjacent last layer' if fa else 'tree only':25s}: "
-              f"train accuracy {result['train_acc']:.2f}, test accuracy "
-              f"{result['test_acc']:.2f} after {result['steps']} steps")
+        print(f"depth {depth}, {'fully-adjacent' if fa else 'tree only':14s}: train "
+              f"{result['train_acc']:.2f}, test {result['test_acc']:.2f}, "
+              f"{result['steps']} steps")
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
 for i, fa in enumerate((False, True)):
     accs = [runs[depth, fa][2]["train_acc"] for depth in (2, 3)]
     ax.bar([p + 0.38 * i for p in (0, 1)], accs, width=0.36,
            label="fully-adjacent last layer" if fa else "tree only")
 ax.set_xticks([0.19, 1.19], ["depth 2", "depth 3"])
 ax.set_ylabel("train accuracy")
-ax.set_ylim(0, 1.05)
-ax.legend(loc="lower left")
+ax.set_ylim(0, 1.3)
+ax.legend(loc="upper center", ncols=2, fontsize=9)
 ax.set_title("graph attention, 300 steps")
 plt.show()
 
@@ -129,18 +131,19 @@ def sensitivity_profile(model, data, fully_adjacent):
         h0, edge_index, int(root[0]))
 
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
 for fa in (False, True):
     model, data, _ = runs[3, fa]
     profile = sensitivity_profile(model, data, fa)
     ax.semilogy(profile.distance, profile.mean, "o-",
                 label="fully-adjacent last layer" if fa else "tree only")
-    print("fully-adjacent" if fa else "tree only     ", "mean sensitivity by distance:",
-          [f"{s:.2g}" for s in profile.mean.tolist()])
+    print("fully-adjacent:" if fa else "tree only:     ",
+          "mean sensitivity at distance 0, 1, 2, 3:",
+          ", ".join(f"{s:.2g}" for s in profile.mean.tolist()))
 ax.set_xlabel("hop distance from the root (in the tree)")
 ax.set_ylabel(r"mean $\|\partial h_{root} / \partial x_s\|$")
 ax.set_xticks([0, 1, 2, 3])
-ax.legend()
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=9)
 ax.set_title("depth 3, after training")
 plt.show()
 
@@ -156,7 +159,7 @@ plt.show()
 # larger depths. ``make run`` reproduces them beside graphformer's layers and writes the
 # table on the :doc:`results page <../results>`.
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
 for name, accs in PUBLISHED_TREE.items():
     ax.plot(list(accs), list(accs.values()), "o--", label=name.upper())
 ax.set_xlabel("tree depth r")

@@ -56,13 +56,14 @@ print("A^L agrees with the closed form:", torch.equal(by_matrix, closed_form))
 # :math:`\binom{M + L - 1}{L - 1}`.
 
 paused, pause_mask, index = AddPauseTokens(M)(graph)
-print(paused, "| pause nodes:", pause_mask.nonzero().view(-1).tolist())
+print(paused)
+print("pause nodes:", pause_mask.nonzero().view(-1).tolist())
 after = path_counts(paused, num_layers=L)[-1][index]  # paths from each real token
 print("paths to the read-out after the pauses:", after.long().tolist())
 print(f"last token: 1 -> {int(after[-1])} = C({M + L - 1}, {L - 1}) = "
       f"{math.comb(M + L - 1, L - 1)}")
 
-fig, axes = plt.subplots(2, 1, figsize=(8, 4.6))
+fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), layout="constrained")
 draw_causal_graph(graph, ax=axes[0], legend=False)
 axes[0].set_title(f"{T} tokens", fontsize=10)
 draw_causal_graph(paused, pause_mask, ax=axes[1])
@@ -74,7 +75,7 @@ plt.show()
 # The share of the paths tells how much of the read-out's "attention budget" each
 # token can get. Pauses flatten the profile, most of all for the last tokens:
 
-fig, ax = plt.subplots(figsize=(6, 3.2))
+fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
 positions = torch.arange(T)
 ax.bar(positions - 0.2, closed_form / closed_form.sum(), width=0.4, label="no pauses")
 ax.bar(positions + 0.2, after / after.sum(), width=0.4, label=f"{M} pause tokens")
@@ -105,10 +106,10 @@ model = build_sequence_model(dataset.vocab_size, dataset.num_classes, hidden=32,
 runway = {m: sequence_runway(model, dataset, num_pause=m) for m in (0, M)}
 share = {m: r[-1] / r[-1].sum() for m, r in runway.items()}  # last layer, normalised
 for m, s in share.items():
-    print(f"{m} pauses: shares of the read-out's sensitivity, first to last token:",
-          [round(v, 3) for v in s.tolist()])
+    print(f"{m} pauses, share of each token, first to last:",
+          " ".join(f"{v:.2f}" for v in s.tolist()))
 
-fig, ax = plt.subplots(figsize=(6, 3.2))
+fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
 for m, color in ((0, "tab:blue"), (M, "tab:orange")):
     ax.plot(positions, share[m], "o-", color=color,
             label=f"sensitivity, {m} pauses" if m else "sensitivity, no pauses")

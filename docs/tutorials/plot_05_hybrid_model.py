@@ -92,7 +92,8 @@ print(f"accuracy on the 30 unlabelled members: {acc:.2f}")
 # one of the four labelled members, a red ring = a wrong prediction.
 
 pos = nx.spring_layout(G, seed=3)
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.8), width_ratios=(1.6, 1))
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8, 3.6), width_ratios=(1.6, 1),
+                               layout="constrained")
 colors = ["tab:blue" if p == 0 else "tab:orange" for p in pred.tolist()]
 wrong = (pred != data.y).tolist()
 edgecolors = ["black" if data.train_mask[v] else ("red" if wrong[v] else "white")
