@@ -49,6 +49,8 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+# results pages in markdown may write math as $...$ and $$...$$
+myst_enable_extensions = ["dollarmath", "amsmath"]
 exclude_patterns = ["_build", "tutorials", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 html_static_path = ["_static"]
