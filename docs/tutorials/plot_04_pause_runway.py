@@ -127,7 +127,7 @@ plt.show()
 # input straight up, so it holds most of the sensitivity, and every earlier token gets a
 # small, flat share. With pauses the read-out is a fresh position with no input of its
 # own. Everything it knows comes through attention, from every real token, and the
-# profile follows the path counts, the first tokens most.
+# profile roughly follows the path counts, the first token most.
 #
 # So pauses do not make the last token louder. They give it a runway: 15 routes to the
 # read-out instead of 1, each through a position that has seen the whole input. That
