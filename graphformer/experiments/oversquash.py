@@ -42,13 +42,13 @@ class Settings:
     sequence_epochs: int = 8
     num_sequences: int = 400
     transfer_graphs: Optional[int] = 1100
-    transfer_steps: int = 200
+    transfer_steps: int = 400
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
         base = dict(models=GRAPH_MODELS, transfer_models=("gcn", "gat", "attention"), tasks=TASKS,
                     depths=(2, 3, 4, 5), distances=(3, 5), lengths=(16, 48), seeds=(0,),
-                    budget=Budget(max_steps=300, max_graphs=2000))
+                    budget=Budget(max_steps=800, max_graphs=2000))
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
