@@ -212,8 +212,12 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 
 def is_dynamics_scalar(name: str) -> bool:
-    r"""Whether a qualified parameter name belongs to the dynamics' learned scalars."""
-    return name.startswith("dynamics.") or ".dynamics." in name
+    r"""Whether a qualified parameter name is one of the dynamics' learned scalars
+    (``mu``, ``beta``, ``gamma`` of :class:`~graphformer.nn.Nesterov` and
+    :class:`~graphformer.nn.HeavyBall`, stored as ``*_raw``); the velocity LayerNorms
+    under ``.dynamics.`` are ordinary norms."""
+    in_dynamics = name.startswith("dynamics.") or ".dynamics." in name
+    return in_dynamics and name.rsplit(".", 1)[-1] in ("mu_raw", "beta_raw", "gamma_raw")
 
 
 def configure_optimizer(model: nn.Module, config: TrainConfig,
