@@ -44,7 +44,7 @@ class TinyLM(nn.Module):
         self.mix = nn.Linear(d, d)
         self.drop = nn.Dropout(config.dropout)
         self.dynamics = nn.Module()
-        self.dynamics.gamma = nn.Parameter(torch.zeros(1))
+        self.dynamics.gamma_raw = nn.Parameter(torch.zeros(1))
         self.head = nn.Linear(d, config.vocab_size)
         self.fail_after = None  # simulate a kill: raise at this training forward call
         self.calls = 0
@@ -57,7 +57,7 @@ class TinyLM(nn.Module):
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         mean = x.cumsum(1) / torch.arange(1, T + 1, device=idx.device)[:, None]
-        x = x + F.softplus(self.dynamics.gamma) * self.drop(torch.relu(self.mix(self.ln(mean))))
+        x = x + F.softplus(self.dynamics.gamma_raw) * self.drop(torch.relu(self.mix(self.ln(mean))))
         logits = self.head(x)
         loss = None
         if targets is not None:
@@ -108,7 +108,7 @@ def test_param_groups_and_schedule():
     opt = configure_optimizer(model, cfg)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {g["name"]: g for g in opt.param_groups}
-    assert {names[id(p)] for p in groups["dynamics"]["params"]} == {"dynamics.gamma"}
+    assert {names[id(p)] for p in groups["dynamics"]["params"]} == {"dynamics.gamma_raw"}
     assert groups["dynamics"]["weight_decay"] == 0 and groups["dynamics"]["peak_lr"] == 5e-2
     assert {names[id(p)] for p in groups["no_decay"]["params"]} == {
         "ln.weight", "ln.bias", "mix.bias", "head.bias"}
@@ -296,3 +296,17 @@ def test_ddp_two_gloo_processes_equal_one(tmp_path, corpus):
     p2 = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)["model"]
     for k in p1:
         torch.testing.assert_close(p1[k], p2[k], atol=1e-5, rtol=1e-5)
+
+
+def test_gpt_dynamics_scalars_get_their_own_group():
+    from graphformer.models import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=8,
+                          method="nesterov"))
+    opt = configure_optimizer(model, TrainConfig(scalar_lr=5e-2))
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["name"]: g for g in opt.param_groups}
+    scalars = {names[id(p)] for p in groups["dynamics"]["params"]}
+    assert len(scalars) == 2 * 3 and all(n.endswith(("mu_raw", "beta_raw", "gamma_raw"))
+                                         for n in scalars)
+    velocity_norms = {n for n in names.values() if "velocity_norms" in n}
+    assert velocity_norms and velocity_norms <= {names[id(p)] for p in groups["no_decay"]["params"]}
