@@ -59,8 +59,12 @@ def main(argv=None):
     p.add_argument("--restart", action="store_true",
                    help="move earlier results aside (results.json.bak) instead of resuming")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (default 1: these graphs are small, and "
+                        "OpenMP threads slow small kernels down on a busy machine)")
     args = p.parse_args(argv)
 
+    torch.set_num_threads(max(1, args.threads))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     seeds = [args.seed] if args.seed is not None else args.seeds
