@@ -32,6 +32,7 @@ medians). Memory is measured in separate steps afterwards:
 Examples::
 
     python benchmarks/speed.py                         # CPU (or CUDA when present), fp32
+    python benchmarks/speed.py --threads 1 --clock cpu # steadier on a shared CPU
     python benchmarks/speed.py --only tree --repeats 40
     python benchmarks/speed.py --device cuda --dtype bfloat16 -T 1024
 
@@ -79,6 +80,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(GROUPS),
                    help=f"comma-separated groups out of {', '.join(GROUPS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the memory steps")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall = elapsed time; cpu = this process's CPU time (steadier on "
+                        "a shared machine, meaningful with --threads 1 only: idle OpenMP "
+                        "threads spin and count)")
     g = p.add_argument_group("sequences (dense, window, documents)")
     g.add_argument("-T", "--length", type=int, default=256, help="tokens per sequence")
     g.add_argument("--batch", type=int, default=8, help="sequences")
@@ -190,16 +195,17 @@ def sync(device: torch.device) -> None:
 
 
 def time_group(rows: List[Candidate], repeats: int, warmup: int,
-               device: torch.device) -> Dict[str, List[float]]:
+               device: torch.device, clock: str = "wall") -> Dict[str, List[float]]:
+    now = time.process_time if clock == "cpu" else time.perf_counter
     times: Dict[str, List[float]] = {r.name: [] for r in rows}
     for i in range(warmup + repeats):
         for r in rows:  # round-robin: every candidate sees the same machine load
             sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             r.step()
             sync(device)
             if i >= warmup:
-                times[r.name].append(time.perf_counter() - t0)
+                times[r.name].append(now() - t0)
     return times
 
 
@@ -287,7 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# {info['cpu'] if device.type == 'cpu' else info.get('gpu')}, "
           f"torch {info['torch']}, PyG {info['torch_geometric']}, "
           f"torch-scatter {info['torch_scatter'] or 'not installed'}, "
-          f"{info['threads']} threads, {args.dtype}")
+          f"{info['threads']} threads, {args.dtype}, {args.clock} clock")
     results = []
     header = (f"{'group':<10} {'candidate':<40} {'ms':>9} {'q1-q3 ms':>15} {'ratio':>6} "
               f"{'peak MiB':>9} {'saved MiB':>9}")
@@ -296,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for group in args.only:
         rows = (tree_group(args, device, dtype) if group == "tree"
                 else sequence_group(group, args, device, dtype))
-        times = time_group(rows, args.repeats, args.warmup, device)
+        times = time_group(rows, args.repeats, args.warmup, device, args.clock)
         base = statistics.median(times[rows[0].name])
         for r in rows:
             t = times[r.name]
@@ -321,7 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{mib(peak):>9} {mib(saved):>9}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"speed_{device.type}_{args.dtype}_T{args.length}.json"
+    clock = "" if args.clock == "wall" else "_cputime"
+    path = out / f"speed_{device.type}_{args.dtype}_T{args.length}{clock}.json"
     payload = dict(machine=info, args={k: v for k, v in vars(args).items()},
                    targets=TARGETS, results=results)
     if hasattr(os, "getloadavg"):
