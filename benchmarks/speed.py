@@ -157,7 +157,8 @@ def sequence_group(kind: str, args, device, dtype) -> List[Candidate]:
     conv = AttentionConv(H * C, C, heads=H).to(device, dtype)
     x = torch.randn(B * T, H * C, device=device, dtype=dtype)
     if kind == "dense":
-        rows = [Candidate("SDPA alone (is_causal)", conv, sdpa_alone(conv, B, T, is_causal=True), x)]
+        baseline = sdpa_alone(conv, B, T, is_causal=True)
+        rows = [Candidate("SDPA alone (is_causal)", conv, baseline, x)]
     else:
         mask = graph.dense_mask().unsqueeze(1)  # given: built once, outside the step
         rows = [Candidate("SDPA, mask given", conv, sdpa_alone(conv, B, T, attn_mask=mask), x)]

@@ -1,7 +1,6 @@
 r"""Layers and kernels: every attention kernel equals the edge-wise reference (outputs
 and gradients), the fused paths equal SDPA and PyG's TransformerConv, layers are
 permutation-equivariant, PyG layers run on a CausalGraph, and bad input is refused."""
-import math
 import os
 import warnings
 
@@ -203,7 +202,9 @@ def test_rotary_depends_on_relative_position(p, r, shift):
     torch.manual_seed(p * 61 + r)
     q, k = torch.randn(1, 2, 8), torch.randn(1, 2, 8)
     pos = lambda n: torch.tensor([n])  # noqa: E731
-    dot = lambda a, b: (rotary_embedding(q, pos(a)) * rotary_embedding(k, pos(b))).sum(-1)  # noqa: E731,E501
+
+    def dot(a, b):
+        return (rotary_embedding(q, pos(a)) * rotary_embedding(k, pos(b))).sum(-1)
     shift = max(shift, -min(p, r))
     torch.testing.assert_close(dot(p, r), dot(p + shift, r + shift), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rotary_embedding(q, pos(p)).norm(dim=-1), q.norm(dim=-1))

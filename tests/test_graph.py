@@ -1,6 +1,6 @@
 r"""CausalGraph: the three views (edge list, dense mask, BlockMask) hold the same edge
 set for every rule, the padded layout round-trips, and bad input is refused clearly."""
-from typing import Optional, Set, Tuple
+from typing import Set, Tuple
 
 import pytest
 import torch
@@ -278,7 +278,8 @@ def test_binary_tree_batch():
     assert (n + 1, n) in edges and all((i, i) in edges for i in range(3 * n))
     assert bool((batch[ei[0]] == batch[ei[1]]).all())
     both, _ = binary_tree_batch(3, depth=2, both_directions=True, self_loops=False)
-    assert as_set(both) == {(j, i) for j, i in edges if j != i} | {(i, j) for j, i in edges if j != i}
+    tree_edges = {(j, i) for j, i in edges if j != i}
+    assert as_set(both) == tree_edges | {(i, j) for j, i in tree_edges}
     with pytest.raises(ValueError, match="num_trees"):
         binary_tree_batch(0, depth=2)
     with pytest.raises(ValueError, match="depth"):
