@@ -241,8 +241,9 @@ def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict
              "params (total) | wall time (s) | tokens/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['best_val_loss_mean']:.4f} ± "
-                     f"{r['best_val_loss_std']:.4f} | {r['best_val_loss_min']:.4f} | "
+        spread = f" ± {r['best_val_loss_std']:.4f}" if len(r["seeds"]) > 1 else " (1 seed)"
+        lines.append(f"| {r['arch']} | {r['best_val_loss_mean']:.4f}{spread} | "
+                     f"{r['best_val_loss_min']:.4f} | "
                      f"{r['best_val_loss_max']:.4f} | {len(r['seeds'])} | "
                      f"{r['num_params_nanogpt']:,} | {r['num_params']:,} | "
                      f"{r['wall_time_mean']:.0f} | {r['tokens_per_sec_mean']:,.0f} |")
@@ -262,20 +263,22 @@ def plot_curves(runs: list[dict], archs: list[str], path: Path) -> None:
         color = f"C{i}"
         for j, r in enumerate(x for x in runs if x["arch"] == arch):
             tr = [(h["iter"], h["loss"]) for h in r["history"] if h["event"] == "train"]
-            ev = [(h["iter"], h["val_loss"]) for h in r["history"] if h["event"] == "eval"]
+            # the evaluation before training (loss ~ log V) would flatten the differences
+            ev = [(h["iter"], h["val_loss"]) for h in r["history"]
+                  if h["event"] == "eval" and h["iter"] > 0]
             label = arch if j == 0 else None
             if tr:
                 axes[0].plot(*zip(*tr), color=color, alpha=0.6, lw=0.8, label=label)
             if ev:
                 axes[1].plot(*zip(*ev), color=color, marker="o", ms=3, label=label)
-    for ax, title in zip(axes, ("train loss", "validation loss")):
+    for ax, title in zip(axes, ("train loss", "validation loss (after step 0)")):
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_title(title)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
