@@ -141,14 +141,16 @@ class Nesterov(UpdateMethod):
     through a softplus, learned per sub-step (six scalars per layer for two oracles).
     The velocity :math:`v` passes from layer to layer.
 
-    Defaults: :math:`\mu = \beta = 0.5`, :math:`\gamma = 1`. :math:`\gamma = 1` makes the
-    first step of a fresh model a plain residual step (with :math:`v_0 = 0`, the first
-    sub-step is ``LN_v(d(x))``); :math:`\beta = 0.5` keeps a short velocity memory (a
-    direction's weight halves every sub-step) so early training stays close to gradient
-    descent while the model can learn longer memory; :math:`\mu = 0.5` looks half a
-    velocity ahead, between heavy-ball (:math:`\mu = 0`) and the classical
-    :math:`\mu = \beta`. All three sit away from the saturated ends of the sigmoid, so
-    their gradients are not small.
+    Defaults: :math:`\mu = \beta = 0.5`, :math:`\gamma = 1`. :math:`\beta = 0.5` keeps a
+    short velocity memory (a direction's weight halves every sub-step) so early training
+    stays close to gradient descent while the model can learn a longer memory;
+    :math:`\mu = 0.5` looks half a velocity ahead, between heavy-ball (:math:`\mu = 0`)
+    and the classical :math:`\mu = \beta`; both sit away from the saturated ends of the
+    sigmoid, so their gradients are not small. :math:`\gamma = 1` weighs a new direction
+    like gradient descent does. Note that with :math:`\mathrm{LN}_v` the update is
+    invariant to a common positive scale of :math:`\beta` and :math:`\gamma`, so only
+    their ratio matters there (and :math:`\mathrm{LN}_v` sets the step's size); without
+    :math:`\mathrm{LN}_v` both act.
 
     Args:
         num_substeps (int): sub-steps per layer (from the scheme).
