@@ -37,7 +37,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -51,6 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from graphformer.datasets.text import CharTokenizer, Corpus
+from graphformer.io import atomic_write, write_text_atomic
 
 __all__ = [
     "TrainConfig",
@@ -283,40 +283,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     r"""Write :obj:`state` with :func:`torch.save` atomically: a temporary file in the same
     folder, flushed to disk, then renamed over :obj:`path`. A crash leaves either the old file
     or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -572,7 +539,7 @@ class _Log:
                     continue  # a line torn by a kill
                 if rec.get("iter", 0) <= keep_until:
                     self.records.append(rec)
-        _write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.records))
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def __call__(self, **rec) -> dict:
         self.records.append(rec)

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+from graphformer.io import write_text_atomic
+
 
 def write_atomic(path: Path, text: str) -> None:
-    r"""Writes ``text`` to ``path`` through a temporary file in the same folder and a
-    rename, so a crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    r"""Writes ``text`` to ``path`` atomically (see :func:`graphformer.io.atomic_write`)."""
+    write_text_atomic(path, text)
 
 
 class ResultsCorrupted(ValueError):
