@@ -117,7 +117,18 @@ _ARGS = r"""
 """
 
 
-class CopyFirstToken(_CausalSequenceTask):
+class _CopyTask(_CausalSequenceTask):
+    r"""A copy task: one class per token of the vocabulary."""
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    def _classes(self) -> int:
+        return self._vocab
+
+
+class CopyFirstToken(_CopyTask):
     __doc__ = r"""Copy the first token to the last position: random tokens
     :math:`t_0, \dots, t_{T-1} \in \{0, \dots, V-1\}`, label :math:`y =
     t_0`, read out at position :math:`T-1`. The first token is the best
@@ -132,13 +143,6 @@ class CopyFirstToken(_CausalSequenceTask):
         self._vocab = check_int('vocab_size', vocab_size, 2)
         super().__init__(length, num_sequences, seed, transform, pre_transform)
 
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab
-
-    def _classes(self) -> int:
-        return self._vocab
-
     def _generate(self, y: Tensor, gen: torch.Generator) -> Tensor:
         tokens = torch.randint(self._vocab, (y.numel(), self.length),
                                generator=gen)
@@ -146,7 +150,7 @@ class CopyFirstToken(_CausalSequenceTask):
         return tokens
 
 
-class CopyLastToken(_CausalSequenceTask):
+class CopyLastToken(_CopyTask):
     __doc__ = r"""Copy the last token: label :math:`y = t_{T-1}`, read out
     at position :math:`T-1` itself. With :obj:`background="random"` the
     other tokens are random; with :obj:`background="ones"` they are all
@@ -170,13 +174,6 @@ class CopyLastToken(_CausalSequenceTask):
                              f"{background!r}")
         self.background = background
         super().__init__(length, num_sequences, seed, transform, pre_transform)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab
-
-    def _classes(self) -> int:
-        return self._vocab
 
     def _generate(self, y: Tensor, gen: torch.Generator) -> Tensor:
         if self.background == 'ones':
