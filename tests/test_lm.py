@@ -17,14 +17,6 @@ def lm():
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
         "--batch_size", "4", "--max_iters", "4", "--warmup", "1", "--eval_interval", "2",
         "--eval_iters", "2", "--log_interval", "1", "--sample_tokens", "10",

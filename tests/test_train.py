@@ -73,15 +73,6 @@ class TinyLM(nn.Module):
         return idx
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models: threads only contend on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def corpus():
     return TextCorpus(generate_stories(20_000, seed=0))

@@ -26,6 +26,7 @@ from graphformer.datasets.base import (
     check_int,
     collate_same_topology,
 )
+from graphformer.datasets.synthetic import binary_tree_batch
 
 __all__ = [
     'TreeNeighborsMatch',
@@ -135,12 +136,7 @@ class TreeNeighborsMatch(GeneratedDataset):
     def tree_edge_index(self) -> Tensor:
         r"""The shared :obj:`[2, E]` edge list: child :math:`\to` parent
         edges, then the self-loops."""
-        n = 2 * self.num_leaves - 1
-        child = torch.arange(1, n)
-        edge_index = torch.stack([child, (child - 1) // 2])
-        if self.self_loops:
-            loop = torch.arange(n)
-            edge_index = torch.cat([edge_index, torch.stack([loop, loop])], 1)
+        edge_index, _ = binary_tree_batch(1, self.depth, self_loops=self.self_loops)
         return edge_index
 
     @property
