@@ -73,6 +73,7 @@ def main(argv=None):
     settings = (Settings.full if args.full else Settings.default)(**overrides)
     if args.max_steps is not None:
         settings.budget.max_steps = settings.transfer_steps = args.max_steps
+        settings.budget.max_epochs = None  # a step budget replaces --full's epoch budget
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
     if args.patience is not None:

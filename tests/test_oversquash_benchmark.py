@@ -104,3 +104,15 @@ def test_tree_training_learns_depth_2():
     result = train_graph_task(model, ds, Budget(max_steps=400, eval_every=50, batch_size=128,
                                                 lr=3e-3, patience=100))
     assert result["train_acc"] >= 0.9
+
+
+def test_full_budget_counts_in_epochs_as_the_paper():
+    full = Budget.full()
+    # depth 3: 6,400 training graphs, 7 batches of 1,024 an epoch
+    assert full.steps(6400) == (100 * 7, 50_000 * 7)
+    assert Budget(max_steps=30, eval_every=5).steps(6400) == (5, 30)
+    ds = TreeNeighborsMatch(2)  # 96 graphs: 76 to train, 3 batches of 32 an epoch
+    model = build_tree_model("gcn", ds)
+    result = train_graph_task(model, ds, Budget(eval_every_epochs=2, max_epochs=4, batch_size=32,
+                                                max_graphs=None, patience=100))
+    assert result["steps"] == 12 and result["epochs"] == pytest.approx(12 * 32 / 76, abs=0.01)

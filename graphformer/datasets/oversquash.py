@@ -150,21 +150,27 @@ class TreeNeighborsMatch(GeneratedDataset):
         included: :math:`2^r + 1`."""
         return self.num_leaves + 1
 
+    @staticmethod
+    def permutation_count(depth: int, num_permutations: int = 1000,
+                          max_examples: int = 32000) -> int:
+        r"""How many permutations the data set at ``depth`` holds (its size is that
+        times :math:`2^r`), known without generating it."""
+        L = 2**depth
+        count = num_permutations if depth <= 3 else min(num_permutations, max_examples // L)
+        return count if L > 20 else min(count, math.factorial(L))
+
     def _permutations(self) -> Tensor:
         L = self.num_leaves
         rng = np.random.default_rng(self.seed)
         total = math.factorial(L) if L <= 20 else None
+        count = self.permutation_count(self.depth, self.num_permutations, self.max_examples)
         if self.depth <= 3:
-            count = min(self.num_permutations, total)
             all_perms = np.array(list(itertools.permutations(range(L))))
             if count < total:
                 pick = np.sort(rng.choice(total, size=count, replace=False))
                 all_perms = all_perms[pick]
             perms = all_perms[rng.permutation(len(all_perms))]
         else:
-            count = min(self.num_permutations, self.max_examples // L)
-            if total is not None:
-                count = min(count, total)
             if count < 1:
                 raise ValueError(
                     f"max_examples={self.max_examples} is smaller than the "

@@ -39,7 +39,12 @@ class Budget:
     r"""How long to train, counted in optimizer steps. Every ``eval_every`` steps the
     train accuracy is measured: the learning rate halves after ``lr_patience``
     evaluations without a gain, training stops after ``patience`` (or at train accuracy
-    1.0, or after ``max_steps``). :meth:`full` is Alon & Yahav's setting."""
+    1.0, or after ``max_steps``). A gain is an increase of more than ``min_gain``
+    (absolute), as in Alon & Yahav's code.
+
+    ``eval_every_epochs`` and ``max_epochs``, when set, count in passes over the training
+    split instead and replace ``eval_every`` and ``max_steps`` (so the budget scales with
+    the data set, as the paper's does). :meth:`full` is Alon & Yahav's setting."""
     max_steps: int = 1500
     eval_every: int = 100
     patience: int = 10
@@ -47,14 +52,27 @@ class Budget:
     batch_size: int = 64
     lr: float = 1e-3
     max_graphs: Optional[int] = 4000  # cap on the data set size (None: the paper's)
+    eval_every_epochs: Optional[int] = None
+    max_epochs: Optional[int] = None
+    min_gain: float = 1e-4
 
     @classmethod
     def full(cls) -> "Budget":
-        r"""Alon & Yahav's budget: the whole data set, batches of 1024, Adam 1e-3,
-        reduce-on-plateau (factor 0.5, patience 10 evaluations), stop at train accuracy
-        1.0 or after 20 evaluations without a gain."""
-        return cls(max_steps=200_000, eval_every=1000, patience=20, lr_patience=10,
-                   batch_size=1024, max_graphs=None)
+        r"""Alon & Yahav's budget (their ``main.py`` defaults): the whole data set, batches
+        of 1024, Adam 1e-3, an evaluation every 100 epochs, reduce-on-plateau (factor 0.5,
+        patience 10 evaluations), stop at train accuracy 1.0, after 20 evaluations
+        without a gain or after 50,000 epochs."""
+        return cls(eval_every_epochs=100, max_epochs=50_000, patience=20, lr_patience=10,
+                   batch_size=1024, max_graphs=None, eval_every=1000)
+
+    def steps(self, num_train: int) -> Tuple[int, int]:
+        r"""``(eval_every, max_steps)`` in optimizer steps for ``num_train`` training
+        graphs."""
+        per_epoch = math.ceil(num_train / self.batch_size)
+        eval_every = self.eval_every if self.eval_every_epochs is None \
+            else self.eval_every_epochs * per_epoch
+        max_steps = self.max_steps if self.max_epochs is None else self.max_epochs * per_epoch
+        return eval_every, max_steps
 
 
 class SameTopologyLoader:
@@ -148,7 +166,7 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
 
     Returns the best train accuracy (what Alon & Yahav report), the test accuracy at that
     evaluation, the steps run and the wall time. ``progress`` is called with the share of
-    ``max_steps`` done after every evaluation."""
+    the step budget done after every evaluation."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train_idx, test_idx = dataset.split(seed)
@@ -163,11 +181,13 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
     train_eval, test_loader = make(train_idx, False, 1024), make(test_idx, False, 1024)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=budget.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
-                                                       patience=budget.lr_patience)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=0.5, patience=budget.lr_patience, threshold=budget.min_gain,
+        threshold_mode="abs")
+    eval_every, max_steps = budget.steps(train_idx.numel())
     best_train, best_test, best_eval, evals, step = -1.0, 0.0, 0, 0, 0
     start = time.perf_counter()
-    while step < budget.max_steps:
+    while step < max_steps:
         model.train()
         for x, ei, last, readout, y in train_loader:
             opt.zero_grad(set_to_none=True)
@@ -175,21 +195,22 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
             loss.backward()
             opt.step()
             step += 1
-            if step % budget.eval_every == 0 or step == budget.max_steps:
+            if step % eval_every == 0 or step == max_steps:
                 break
-        if step % budget.eval_every and step < budget.max_steps:
+        if step % eval_every and step < max_steps:
             continue  # the epoch ended between two evaluations
         evals += 1
         train_acc = accuracy(model, train_eval)
         sched.step(train_acc)
         if progress is not None:
-            progress(step / budget.max_steps)
-        if train_acc > best_train:
+            progress(step / max_steps)
+        if train_acc > best_train + budget.min_gain:
             best_train, best_eval = train_acc, evals
             best_test = accuracy(model, test_loader)
         if best_train >= 1.0 or evals - best_eval >= budget.patience:
             break
     return dict(train_acc=best_train, test_acc=best_test, steps=step,
+                epochs=round(step * budget.batch_size / train_idx.numel(), 2),
                 seconds=time.perf_counter() - start, num_train=int(train_idx.numel()),
                 num_test=int(test_idx.numel()))
 

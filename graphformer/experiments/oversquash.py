@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
@@ -139,7 +140,12 @@ def cost(run: Dict, settings: Settings) -> float:
     r"""A rough relative cost of a run, for the progress bar's ETA."""
     b = settings.budget
     if run["task"] == "tree":
-        return b.max_steps * b.batch_size * 2 ** (run["size"] + 1) * (run["size"] + 1) / 1e6
+        leaves = 2 ** run["size"]
+        graphs = leaves * TreeNeighborsMatch.permutation_count(run["size"])
+        if b.max_graphs is not None:
+            graphs = min(graphs, b.max_graphs)
+        _, steps = b.steps(math.ceil(0.8 * graphs))
+        return steps * b.batch_size * 2 * leaves * (run["size"] + 1) / 1e6
     if run["task"] in TRANSFER_TASKS:
         return settings.transfer_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
     return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
@@ -163,7 +169,8 @@ def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
         kwargs = {} if settings.transfer_graphs is None else {"num_graphs": settings.transfer_graphs}
         dataset = TRANSFER_TASKS[run["task"]](run["size"], seed=run["seed"], **kwargs)
         model = build_transfer_model(run["model"], dataset)
-        budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps)
+        budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps,
+                         max_epochs=None, eval_every_epochs=None)
         row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device))
     else:
         method, pause = run["variant"].split("+pause")
