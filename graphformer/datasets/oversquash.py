@@ -60,7 +60,8 @@ class TreeNeighborsMatch(GeneratedDataset):
     :obj:`(0, 0)`, the root :obj:`(q+1, 0)`). The paper's code concatenates
     one-hot key and one-hot value and applies a linear layer, which is the
     same as summing a key embedding and a value embedding
-    (:obj:`Embedding(2**r + 1, h, padding_idx=0)` for each).
+    (:obj:`Embedding(2**r + 1, h)` for each; the learned rows of the absent
+    index 0 play the part of the linear layer's bias).
 
     Data-set size, as in the paper's code: for :math:`r \le 3` up to 1000
     distinct permutations drawn from all :math:`(2^r)!` (all 24 for
