@@ -143,3 +143,16 @@ def test_graph_model_and_hybrid_on_networkx_graph():
     assert model(torch.randint(0, 5, (34, 2)), data.edge_index).shape == (1, 3)
     hybrid = HybridModel(8, 16, 2, num_layers=2, local="gcn", heads=4, scheme="euler")
     assert hybrid(x, data.edge_index).shape == (34, 2)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(method="nesterov"), dict(attention="diff"),
+                                dict(pause_every=4), dict(scheme="strang")])
+def test_gpt_forward_is_one_graph_under_torch_compile(kw):
+    """Once its graph and pause layout are cached (the first call), the forward has no
+    graph break: no data-dependent shape and no host sync (what --compile relies on)."""
+    model = tiny(**kw)
+    idx = torch.randint(0, 40, (2, 16))
+    model(idx, idx)
+    explained = torch._dynamo.explain(model)(idx, idx)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()

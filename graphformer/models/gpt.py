@@ -141,6 +141,7 @@ class GPT(nn.Module):
         if self.pause is not None:
             nn.init.normal_(self.pause, mean=0.0, std=0.02)
         self._graphs: Dict[Tuple, CausalGraph] = {}
+        self._pause_layouts: Dict[Tuple, Tuple[Tensor, Tensor]] = {}
         print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -172,7 +173,7 @@ class GPT(nn.Module):
         and the cross-entropy loss (targets ``-1`` and ``loss_mask == 0`` are skipped)."""
         self._check_tokens(idx)
         B, T = idx.shape
-        idx_dag, real = self.insert_pauses(idx)
+        idx_dag, real, real_index = self.insert_pauses(idx)
         L = idx_dag.size(1)
         pos = torch.arange(L, device=idx.device)
 
@@ -185,8 +186,8 @@ class GPT(nn.Module):
         graph = self.graph(B, L, idx.device)
         x = self.transformer.h(x.view(B * L, -1), graph, v0=None if v0 is None else v0.view(B * L, -1))
         x = self.transformer.ln_f(x).view(B, L, -1)
-        if real is not None:  # drop the pause positions: their outputs are not predicted
-            x = x[:, real]
+        if real_index is not None:  # drop the pause positions: their outputs are not predicted
+            x = x[:, real_index]
 
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
@@ -210,18 +211,24 @@ class GPT(nn.Module):
             tok = torch.where(real.view(1, -1, 1), tok, fill)
         return tok + wpe(pos)
 
-    def insert_pauses(self, idx: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    def insert_pauses(self, idx: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         r"""With ``pause_every=k``: the token sequence with a pause slot (id ``-1``)
         after every ``k`` tokens (the ``"every"`` layout of
-        :class:`~graphformer.transforms.AddPauseTokens`), and the mask of real slots."""
+        :class:`~graphformer.transforms.AddPauseTokens`), the mask of real slots and
+        their positions. The layout is cached per length, so that a compiled forward
+        has no data-dependent shapes."""
         k = self.config.pause_every
         if not k:
-            return idx, None
+            return idx, None, None
         B, T = idx.shape
-        lengths, index, pause_mask = pause_layout(idx.new_tensor([T]), 1, "every", k)
-        out = idx.new_full((B, int(lengths)), -1)
+        key = (T, str(idx.device))
+        if key not in self._pause_layouts:
+            _, index, pause_mask = pause_layout(torch.tensor([T]), 1, "every", k)
+            self._pause_layouts = {key: (~pause_mask.to(idx.device), index.to(idx.device))}
+        real, index = self._pause_layouts[key]
+        out = idx.new_full((B, real.numel()), -1)
         out[:, index] = idx
-        return out, ~pause_mask
+        return out, real, index
 
     def _check_tokens(self, idx: Tensor) -> None:
         if idx.dim() != 2:
