@@ -253,29 +253,45 @@ def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict
 
 
 def plot_curves(runs: list[dict], archs: list[str], path: Path) -> None:
+    """Per variant, the mean over its seeds: the train loss smoothed over 50 steps, and
+    the validation loss with its seed-to-seed range shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    def mean_curve(histories: list[dict], event: str, key: str) -> tuple:
+        curves = [{h["iter"]: h[key] for h in hist if h["event"] == event and h["iter"] > 0}
+                  for hist in histories]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        values = np.array([[c[s] for s in steps] for c in curves]).reshape(len(curves), -1)
+        return np.array(steps), values
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, arch in enumerate(archs):
-        color = f"C{i}"
-        for j, r in enumerate(x for x in runs if x["arch"] == arch):
-            tr = [(h["iter"], h["loss"]) for h in r["history"] if h["event"] == "train"]
-            # the evaluation before training (loss ~ log V) would flatten the differences
-            ev = [(h["iter"], h["val_loss"]) for h in r["history"]
-                  if h["event"] == "eval" and h["iter"] > 0]
-            label = arch if j == 0 else None
-            if tr:
-                axes[0].plot(*zip(*tr), color=color, alpha=0.6, lw=0.8, label=label)
-            if ev:
-                axes[1].plot(*zip(*ev), color=color, marker="o", ms=3, label=label)
-    for ax, title in zip(axes, ("train loss", "validation loss (after step 0)")):
+        color = plt.get_cmap("tab10")(i % 10)
+        histories = [r["history"] for r in runs if r["arch"] == arch]
+        label = f"{arch} ({len(histories)} seed{'s' if len(histories) > 1 else ''})"
+        steps, train = mean_curve(histories, "train", "loss")
+        if steps.size:
+            spacing = int(steps[1] - steps[0]) if steps.size > 1 else 1
+            width = max(1, min(steps.size, round(50 / spacing)))
+            smooth = np.convolve(train.mean(0), np.ones(width) / width, mode="valid")
+            axes[0].plot(steps[width - 1:], smooth, color=color, lw=1.2, label=label)
+        # the evaluation before training (loss ~ log V) would flatten the differences
+        steps, val = mean_curve(histories, "eval", "val_loss")
+        if steps.size:
+            axes[1].plot(steps, val.mean(0), color=color, marker="o", ms=3, label=label)
+            if len(val) > 1:
+                axes[1].fill_between(steps, val.min(0), val.max(0), color=color, alpha=0.15)
+    titles = ("train loss (mean over seeds, 50-step moving average)",
+              "validation loss (mean over seeds; shaded: min to max)")
+    for ax, title in zip(axes, titles):
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.set_title(title)
-        ax.legend()
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

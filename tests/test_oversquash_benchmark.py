@@ -116,3 +116,13 @@ def test_full_budget_counts_in_epochs_as_the_paper():
     result = train_graph_task(model, ds, Budget(eval_every_epochs=2, max_epochs=4, batch_size=32,
                                                 max_graphs=None, patience=100))
     assert result["steps"] == 12 and result["epochs"] == pytest.approx(12 * 32 / 76, abs=0.01)
+
+
+def test_fully_adjacent_runs_go_where_a_model_fails():
+    from graphformer.experiments.oversquash import Settings, plan_fully_adjacent
+    settings = Settings.default(models=("gcn", "gat"), depths=(2, 3, 4))
+    rows = [dict(task="tree", model=m, size=d, variant="plain", seed=0, train_acc=acc)
+            for m, accs in (("gcn", (1.0, 0.5, 0.2)), ("gat", (1.0, 1.0, 0.95)))
+            for d, acc in zip((2, 3, 4), accs)]
+    assert plan_fully_adjacent(settings, rows) == [
+        dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]

@@ -124,15 +124,18 @@ def failing_depth(rows: List[Dict], model: str, seed: int, threshold: float = 0.
 
 
 def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
-    r"""One fully-adjacent run per model and seed, at the depth where the model fails
-    (the deepest depth studied if it never fails)."""
+    r"""One fully-adjacent run per model and seed, at the depth where the model fails;
+    none for a model that reached the threshold at every depth studied (there is no
+    bottleneck to remove)."""
     if "tree" not in settings.tasks:
         return []
     runs = []
     for seed in settings.seeds:
         for m in settings.models:
-            depth = failing_depth(rows, m, seed) or max(settings.depths)
-            runs.append(dict(task="tree", model=m, size=depth, variant="fully_adjacent", seed=seed))
+            depth = failing_depth(rows, m, seed)
+            if depth is not None:
+                runs.append(dict(task="tree", model=m, size=depth, variant="fully_adjacent",
+                                 seed=seed))
     return runs
 
 
