@@ -126,3 +126,13 @@ def test_fully_adjacent_runs_go_where_a_model_fails():
             for d, acc in zip((2, 3, 4), accs)]
     assert plan_fully_adjacent(settings, rows) == [
         dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
+
+
+def test_tree_model_uses_the_papers_layers():
+    ds = TreeNeighborsMatch(2)
+    gin = build_tree_model("gin", ds).stack.layers[0][0].conv.nn
+    assert [type(m).__name__ for m in gin] == [
+        "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU"]
+    gat = build_tree_model("gat", ds).stack.layers[0][0].conv
+    assert (gat.heads, gat.out_channels) == (4, 8)
+    assert len(build_tree_model("gcn", ds).stack.layers) == 3  # r + 1 layers

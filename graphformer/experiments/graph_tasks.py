@@ -131,8 +131,11 @@ class SameTopologyLoader:
 def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
                      method: str = "gd") -> GraphModel:
     r"""Alon & Yahav's model: key and value embeddings summed, ``r + 1`` layers of
-    ``x <- LayerNorm(x + ReLU(conv(x)))``, a linear read-out at the root."""
+    ``x <- LayerNorm(x + ReLU(conv(x)))``, a linear read-out at the root; their layers
+    (GAT with 4 heads, GIN's MLP with batch norm)."""
     kwargs = {"heads": 4} if conv in ("gat", "attention") else {}
+    if conv == "gin":
+        kwargs = {"batch_norm": True}
     return GraphModel.build(conv, [dataset.num_keys, dataset.num_keys], hidden,
                             dataset.num_classes, num_layers=dataset.depth + 1, method=method,
                             block="post_norm", **kwargs)

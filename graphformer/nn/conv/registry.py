@@ -11,8 +11,14 @@ from graphformer.nn.conv.deepsets import DeepSetsConv
 from graphformer.nn.conv.diff_attention import DiffAttentionConv
 
 
-def _gin(channels: int, **kw) -> nn.Module:
-    mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels))
+def _gin(channels: int, batch_norm: bool = False, **kw) -> nn.Module:
+    # batch_norm: Xu et al.'s MLP as Alon & Yahav use it, Linear-BN-ReLU twice
+    if batch_norm:
+        mlp = nn.Sequential(nn.Linear(channels, channels), nn.BatchNorm1d(channels), nn.ReLU(),
+                            nn.Linear(channels, channels), nn.BatchNorm1d(channels), nn.ReLU())
+    else:
+        mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(),
+                            nn.Linear(channels, channels))
     return GINConv(mlp, **kw)
 
 
@@ -37,7 +43,8 @@ def build_conv(name: str, channels: int, **kwargs) -> nn.Module:
     r"""A width-preserving layer ``channels -> channels`` by name: ``"gcn"``, ``"gin"``,
     ``"gat"``, ``"ggnn"`` (PyG's own), ``"attention"``, ``"diff_attention"``,
     ``"deepsets"`` (graphformer's). ``kwargs`` go to the layer (``heads=`` for the
-    attention layers)."""
+    attention layers; ``batch_norm=True`` gives ``"gin"`` the MLP of Xu et al.,
+    Linear-BatchNorm-ReLU twice)."""
     if name not in CONVS:
         raise ValueError(f"unknown conv {name!r}; valid convs: {', '.join(CONVS)}")
     return CONVS[name](channels, **kwargs)
