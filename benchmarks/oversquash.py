@@ -95,11 +95,19 @@ def main(argv=None):
               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}") as bar:
         def execute(batch):
             for run in batch:
-                key = run_key(run)
+                key, run_cost, done = run_key(run), cost(run, settings), 0.0
                 bar.set_postfix_str(key)
+
+                def advance(share: float) -> None:  # within a run, after every evaluation
+                    nonlocal done
+                    step = run_cost * min(share, 1.0) - done
+                    if step > 0:
+                        bar.update(step)
+                        done += step
+
                 if key not in store:
-                    store.add(key, run_one(run, settings, device))
-                bar.update(cost(run, settings))
+                    store.add(key, run_one(run, settings, device, progress=advance))
+                bar.update(run_cost - done)
         execute(runs)
         fa_runs = plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]))
         bar.total += sum(cost(r, settings) for r in fa_runs)

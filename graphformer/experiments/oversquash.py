@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -154,8 +154,11 @@ def cost(run: Dict, settings: Settings) -> float:
     return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
 
 
-def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
-    r"""Trains and evaluates one run; returns its row (the run plus the measurements)."""
+def run_one(run: Dict, settings: Settings, device: torch.device,
+            progress: Optional[Callable[[float], None]] = None) -> Dict:
+    r"""Trains and evaluates one run; returns its row (the run plus the measurements).
+    ``progress`` is called with the share of a graph run's step budget done, after every
+    evaluation."""
     torch.manual_seed(run["seed"])
     row = dict(run)
     if run["task"] == "tree":
@@ -163,7 +166,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
         model = build_tree_model(run["model"], dataset)
         row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
                                     fully_adjacent=run["variant"] == "fully_adjacent",
-                                    device=device))
+                                    device=device, progress=progress))
         row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
             if run["variant"] == "plain" else None
         if run["variant"] == "plain":
@@ -174,7 +177,8 @@ def run_one(run: Dict, settings: Settings, device: torch.device) -> Dict:
         model = build_transfer_model(run["model"], dataset)
         budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps,
                          max_epochs=None, eval_every_epochs=None)
-        row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device))
+        row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
+                                    progress=progress))
     else:
         method, pause = run["variant"].split("+pause")
         dataset = SEQUENCE_TASKS[run["task"]](run["size"], num_sequences=settings.num_sequences,
