@@ -1,20 +1,13 @@
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def lm():
-    spec = importlib.util.spec_from_file_location("lm_benchmark", ROOT / "benchmarks" / "lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def lm(load_benchmark):
+    return load_benchmark("lm")
 
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",

@@ -1,7 +1,5 @@
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,22 +8,17 @@ from graphformer.datasets import TreeNeighborsMatch
 from graphformer.experiments.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
                                                  train_graph_task)
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("oversquash_cli", ROOT / "benchmarks" / "oversquash.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def cli(load_benchmark):
+    return load_benchmark("oversquash")
 
 
 TINY = ["--models", "gcn", "--tasks", "tree,ring,copy_last", "--depths", "2", "--distances", "2",
         "--lengths", "4", "--max-steps", "4", "--max-graphs", "40", "--device", "cpu"]
 
 
-def test_tiny_end_to_end_run_writes_its_files_and_resumes(tmp_path, capsys, monkeypatch):
-    cli = load_cli()
+def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys, monkeypatch):
     import graphformer.experiments.oversquash as study
     monkeypatch.setattr(study.Settings, "default",
                         classmethod(lambda cls, **o: study.Settings(**{
@@ -53,8 +46,7 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(tmp_path, capsys, monk
     assert json.loads((out / "results.json").read_text())["rows"] == json.loads(before)["rows"]
 
 
-def test_bad_input_gets_clear_messages(tmp_path, capsys):
-    cli = load_cli()
+def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
     cases = [(["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
              (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]")]
