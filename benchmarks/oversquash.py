@@ -49,7 +49,10 @@ def main(argv=None):
     p.add_argument("--seeds", type=int_list, help="seeds, e.g. 0,1,2")
     p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
     p.add_argument("--full", action="store_true", help="the papers' sweep (depths 2-8) and budget")
-    p.add_argument("--max-steps", type=int, help="override the optimizer-step budget of the tree and transfer runs")
+    p.add_argument("--max-steps", type=int,
+                   help="override the optimizer-step budget of the tree and transfer runs "
+                        "(with --full it replaces the 50,000-epoch cap; evaluations stay "
+                        "every 100 epochs)")
     p.add_argument("--batch-size", type=int, help="override the graph batch size")
     p.add_argument("--patience", type=int,
                    help="evaluations without a gain in train accuracy before a run stops")
