@@ -96,6 +96,12 @@ def main(argv=None):
     start = time.perf_counter()
     with tqdm(total=sum(cost(r, settings) for r in runs), unit="cost", desc="oversquash",
               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}") as bar:
+        def bump(amount: float) -> float:
+            amount = min(amount, bar.total - bar.n)  # float sums must not pass the total
+            if amount > 0:
+                bar.update(amount)
+            return max(amount, 0.0)
+
         def execute(batch):
             for run in batch:
                 key, run_cost, done = run_key(run), cost(run, settings), 0.0
@@ -103,14 +109,11 @@ def main(argv=None):
 
                 def advance(share: float) -> None:  # within a run, after every evaluation
                     nonlocal done
-                    step = run_cost * min(share, 1.0) - done
-                    if step > 0:
-                        bar.update(step)
-                        done += step
+                    done += bump(run_cost * min(share, 1.0) - done)
 
                 if key not in store:
                     store.add(key, run_one(run, settings, device, progress=advance))
-                bar.update(run_cost - done)
+                bump(run_cost - done)
         execute(runs)
         fa_runs = plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]))
         bar.total += sum(cost(r, settings) for r in fa_runs)
