@@ -188,7 +188,7 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
         opt, mode="max", factor=0.5, patience=budget.lr_patience, threshold=budget.min_gain,
         threshold_mode="abs")
     eval_every, max_steps = budget.steps(train_idx.numel())
-    best_train, best_test, best_eval, evals, step = -1.0, 0.0, 0, 0, 0
+    best_train, best_test, best_eval, evals, step, seen = -1.0, 0.0, 0, 0, 0, 0
     start = time.perf_counter()
     while step < max_steps:
         model.train()
@@ -198,6 +198,7 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
             loss.backward()
             opt.step()
             step += 1
+            seen += y.numel()
             if step % eval_every == 0 or step == max_steps:
                 break
         if step % eval_every and step < max_steps:
@@ -213,7 +214,7 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
         if best_train >= 1.0 or evals - best_eval >= budget.patience:
             break
     return dict(train_acc=best_train, test_acc=best_test, steps=step,
-                epochs=round(step * budget.batch_size / train_idx.numel(), 2),
+                epochs=round(seen / train_idx.numel(), 2),
                 seconds=time.perf_counter() - start, num_train=int(train_idx.numel()),
                 num_test=int(test_idx.numel()))
 
