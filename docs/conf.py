@@ -1,8 +1,10 @@
 """Sphinx configuration of graphformer's documentation.
 
-Build with ``make docs`` (HTML in ``docs/_build/html``, then the doctests). The build needs
-no network: the tutorials run on generated data, and MathJax is loaded from its CDN by the
-reader's browser, not at build time.
+Build with ``make docs`` (HTML in ``docs/_build/html``, then the doctests). Neither the
+build nor the reader needs a network: the tutorials run on generated data, and the built
+pages load nothing from the internet (MathJax comes with the build, from the
+``sphinx-mathjax-offline`` package, and the theme ships its own fonts and icons).
+``python docs/check_offline.py`` checks the built HTML for that.
 
 Two pieces are generated here, at every build, into the git-ignored ``docs/gen_modules``:
 
@@ -41,6 +43,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static/mathjax: math reads offline
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
     "matplotlib.sphinxext.plot_directive",
@@ -71,10 +74,16 @@ html_sidebars = {"index": [], "install": [], "results": [], "api": [],
                  "auto_examples/*": [], "gen_modules/api/*": []}
 html_show_sourcelink = False
 
-# MathJax (the version Sphinx names, from its CDN, in the reader's browser): a formula
-# wider than the column scrolls instead of running off the page ("linebreak" breaks
-# aligned formulas apart).
-mathjax4_config = {"output": {"displayOverflow": "scroll"}}
+# MathJax 3.2, served from the build itself (copied by sphinx-mathjax-offline at the end of
+# the build): the docs read right with no network, on a cluster's login node or from a
+# copied folder. The path is relative to _static. The configuration is MathJax 3's, so
+# mathjax3_config, not Sphinx's default mathjax4_config; myst-parser adds its
+# ``processHtmlClass`` to it (math in markdown pages). A formula wider than the column
+# scrolls instead of running off the page: custom.css does that (MathJax 3 has no
+# displayOverflow option, and rejects options it does not know).
+mathjax_path = "mathjax/tex-chtml.js"
+mathjax3_config: dict = {"options": {}}  # myst-parser fills in the options (not empty: it
+# would then write them to mathjax4_config)
 
 # -- autodoc ------------------------------------------------------------------------------
 autodoc_member_order = "bysource"
