@@ -3,6 +3,8 @@
 #   make test   builds .venv on first use, then runs the test suite
 # and one more builds the documentation on the same .venv:
 #   make docs   HTML in docs/_build/html (tutorials executed, warnings are errors), doctests
+#               (then `.venv/bin/python docs/check_offline.py`: the HTML loads nothing
+#               from the network; add `--browser chromium` to check it in a browser)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,8 +29,9 @@ speed: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
-# The docs extra (Sphinx, sphinx-gallery, the theme, myst-parser), with torch held at the
-# pinned build. SPHINXOPTS adds options to both builds, e.g. SPHINXOPTS="-D key=value".
+# The docs extra (Sphinx, sphinx-gallery, the theme, myst-parser, and MathJax to ship with
+# the HTML, which then reads right offline), with torch held at the pinned build.
+# SPHINXOPTS adds options to both builds, e.g. SPHINXOPTS="-D key=value".
 SPHINXOPTS ?=
 DOCS_OUT := docs/_build
 $(BIN)/.installed-docs: $(BIN)/.installed

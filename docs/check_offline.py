@@ -68,10 +68,11 @@ def is_remote(address: str) -> bool:
 
 
 class PageScan(HTMLParser):
-    """Collects, from one page, the addresses it fetches, its math elements and, when
-    ``prose`` is set, its visible text outside code and typeset math."""
+    """Collects, from one page, the addresses it fetches, its math elements, its
+    typeset formulas (once MathJax ran) and its text outside code, typeset formulas and,
+    with ``skip_math`` (the built page, before MathJax), math elements."""
 
-    def __init__(self, prose: bool = False) -> None:
+    def __init__(self, skip_math: bool = True) -> None:
         super().__init__(convert_charrefs=True)
         self.fetched: list[tuple[str, str]] = []  # (what, address)
         self.inline_css: list[str] = []
@@ -79,9 +80,10 @@ class PageScan(HTMLParser):
         self.math_elements = 0
         self.typeset = 0
         self.errors = 0
-        self.prose = prose
+        self.skip_math = skip_math
         self.text: list[str] = []
-        self._stack: list[str] = []
+        self._stack: list[tuple[str, bool]] = []  # open elements, and whether to skip
+        self._skip = 0  # open elements whose text is not prose
         self._in_style = self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -95,26 +97,27 @@ class PageScan(HTMLParser):
                 self.fetched += [(f"<{tag} {attr}>", v) for v in values]
         if "style" in a:
             self.inline_css.append(a["style"])
-        classes = a.get("class", "").split()
-        if tag in ("span", "div") and "math" in classes:
-            self.math_elements += 1
-        if tag == "mjx-container":
-            self.typeset += 1
-        if tag == "mjx-merror" or "data-mjx-error" in a:
-            self.errors += 1
+        is_math = tag in ("span", "div") and "math" in a.get("class", "").split()
+        self.math_elements += is_math
+        self.typeset += tag == "mjx-container"
+        self.errors += tag == "mjx-merror" or "data-mjx-error" in a
         self._in_style, self._in_script = tag == "style", tag == "script"
         if tag not in VOID:
-            self._stack.append(tag)
+            self._stack.append((tag, (is_math and self.skip_math) or tag in NOT_PROSE))
+            self._skip += self._stack[-1][1]
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
-        if tag not in VOID and self._stack and self._stack[-1] == tag:
-            self._stack.pop()
+        if tag not in VOID and self._stack and self._stack[-1][0] == tag:
+            self._skip -= self._stack.pop()[1]
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in self._stack:  # close it and anything left open inside it
-            while self._stack.pop() != tag:
-                pass
+        if any(t == tag for t, _ in self._stack):  # close it and anything left open in it
+            while True:
+                t, skip = self._stack.pop()
+                self._skip -= skip
+                if t == tag:
+                    break
         self._in_style = self._in_script = False
 
     def handle_data(self, data: str) -> None:
@@ -122,8 +125,12 @@ class PageScan(HTMLParser):
             self.inline_css.append(data)
         elif self._in_script:
             self.inline_js.append(data)
-        elif self.prose and not NOT_PROSE.intersection(self._stack):
+        elif not self._skip:
             self.text.append(data)
+
+    def raw_tex(self) -> list[str]:
+        """TeX in the prose: outside math elements, typeset formulas and code."""
+        return sorted(set(RAW_TEX.findall(" ".join(self.text))))
 
 
 def css_addresses(css: str) -> list[str]:
@@ -174,6 +181,10 @@ def static_check(root: Path) -> tuple[list[str], list[Path]]:
                 problems.append(f"{rel}: {what} {address} is missing from the build")
             elif "mathjax" in target.name.lower() or "mathjax" in str(target.parent).lower():
                 mathjax.append(target)
+        raw = scan.raw_tex()
+        if raw:
+            problems.append(f"{rel}: TeX outside math elements (not marked as math): "
+                            f"{' '.join(raw[:8])}")
         if scan.math_elements:
             math_pages.append(page)
             if not mathjax:
@@ -240,9 +251,9 @@ def browser_check(browser: str, root: Path, pages: list[Path], shots: Path | Non
                 continue
             static = PageScan()
             static.feed(page.read_text(encoding="utf-8", errors="replace"))
-            scan = PageScan(prose=True)
+            scan = PageScan(skip_math=False)  # MathJax replaced their TeX, or failed
             scan.feed(run.stdout)
-            raw = sorted(set(RAW_TEX.findall(" ".join(scan.text))))
+            raw = scan.raw_tex()
             if raw:
                 problems.append(f"{rel}: raw TeX in the visible text: {' '.join(raw[:8])}")
             if scan.typeset < static.math_elements:
