@@ -154,6 +154,7 @@ def html_pages(root: Path) -> list[Path]:
 
 def static_check(root: Path) -> tuple[list[str], list[Path]]:
     """Problems found in the build at ``root``, and the pages that have math."""
+    root = root.resolve()
     problems: list[str] = []
     math_pages: list[Path] = []
     pages = html_pages(root)
@@ -166,9 +167,8 @@ def static_check(root: Path) -> tuple[list[str], list[Path]]:
         fetched = list(scan.fetched)
         for css in scan.inline_css:
             fetched += [("url() in inline CSS", u) for u in css_addresses(css)]
-        for js in scan.inline_js:
-            fetched += [("inline script", u) for u in re.findall(r"""(?:https?:)?//[^\s'"<>]+""", js)
-                        if not u.startswith("//")]  # skip comments such as // ...
+        for js in scan.inline_js:  # an address in code that may load it
+            fetched += [("inline script", u) for u in re.findall(r"""https?://[^\s'"<>]+""", js)]
         mathjax = []
         for what, address in fetched:
             if is_remote(address):
@@ -179,7 +179,8 @@ def static_check(root: Path) -> tuple[list[str], list[Path]]:
                 continue
             if not target.is_file():
                 problems.append(f"{rel}: {what} {address} is missing from the build")
-            elif "mathjax" in target.name.lower() or "mathjax" in str(target.parent).lower():
+            elif (target.is_relative_to(root)
+                  and "mathjax" in str(target.relative_to(root)).lower()):
                 mathjax.append(target)
         raw = scan.raw_tex()
         if raw:
@@ -276,7 +277,8 @@ def browser_check(browser: str, root: Path, pages: list[Path], shots: Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("html", nargs="?", default=str(Path(__file__).parent / "_build" / "html"),
+    parser.add_argument("html", nargs="?",
+                        default=str(Path(__file__).parent / "_build" / "html"),
                         help="the HTML build (default: docs/_build/html)")
     parser.add_argument("--browser", metavar="CHROMIUM",
                         help="also open the pages in this headless Chromium, network blocked")
