@@ -331,3 +331,8 @@ _tidy_summaries()
 def setup(app):
     app.connect("source-read", _inject_results)
     app.connect("env-get-outdated", _results_outdated)
+    # sphinx-mathjax-offline only copies files once the build is done, but does not say so:
+    # without this, a parallel build (SPHINXOPTS="-j 2") warns, an error under -W.
+    offline = app.extensions.get("sphinx-mathjax-offline")
+    if offline is not None:
+        offline.parallel_read_safe = offline.parallel_write_safe = True
