@@ -1,14 +1,16 @@
 r"""Checks that the built HTML documentation reads right with no network.
 
-The static check (the default: standard library only, a second or two) reads every page
-and stylesheet of the build and fails when
+The static check (the default: standard library only, a few seconds) reads every page and
+stylesheet of the build and fails when
 
 * a page or stylesheet loads anything from the network: a script, stylesheet, font, icon,
   image, frame, ... whose address starts with ``http:``, ``https:`` or ``//`` (plain links
   that the reader may follow, ``<a href="https://...">``, are fine);
 * a script or stylesheet that a page loads is missing from the build;
 * a page with math does not load MathJax from the build, or MathJax or its fonts are
-  missing.
+  missing;
+* TeX shows in a page's text outside its math elements and code (a formula written
+  without ``:math:``, or dollar math that the markdown parser did not take).
 
 ``--browser CHROMIUM`` adds a check in a real browser: every page with math (or those named
 by ``--pages``) is opened from ``file://`` in headless Chromium with the network blocked;
