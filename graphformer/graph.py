@@ -47,6 +47,14 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
             raise ValueError(f"{name} has node {high} but {has}")
 
 
+def _check_window(window: Optional[int]) -> None:
+    # bool is an int in Python: window=True would silently mean a window of 1
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise ValueError(f"window must be a positive int (or None for no window), "
+                         f"got {window!r}")
+
+
 def _as_long(t: Union[Tensor, Sequence[int]], name: str) -> Tensor:
     t = torch.as_tensor(t)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
@@ -96,8 +104,9 @@ class CausalGraph:
         lengths = ptr[1:] - ptr[:-1]
         if bool((lengths < 0).any()):
             raise ValueError("ptr must be non-decreasing (sequence lengths >= 0)")
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"window must be a positive int, got {window!r}")
+        _check_window(window)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be True or False, got {causal!r}")
         self.ptr = ptr
         self.lengths = lengths
         self.causal = bool(causal)
@@ -130,6 +139,7 @@ class CausalGraph:
                      window: Optional[int] = None, causal: bool = True) -> "CausalGraph":
         r"""One sequence per entry of ``lengths``, nodes laid out one sequence after
         the other."""
+        _check_window(window)
         lengths = _as_long(lengths, "lengths").flatten()
         if lengths.numel() == 0 or bool((lengths < 1).any()):
             raise ValueError(f"lengths must be positive integers, got {lengths.tolist()}")
@@ -296,6 +306,10 @@ class CausalGraph:
         r"""Node features ``[N, ...]`` to the padded layout ``[B, T, ...]`` (zeros in
         padding). A view, without a copy, when all sequences have the same length."""
         B, T = self.num_sequences, self.max_length
+        if not isinstance(x, Tensor) or x.dim() == 0 or x.size(0) != self.num_nodes:
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"to_padded needs one row per node [{self.num_nodes}, ...], "
+                             f"got {got}")
         if self.is_uniform:
             return x.view(B, T, *x.shape[1:])
         out = x.new_zeros(B * T, *x.shape[1:])
@@ -304,6 +318,10 @@ class CausalGraph:
 
     def from_padded(self, x: Tensor) -> Tensor:
         r"""The inverse of :meth:`to_padded`: ``[B, T, ...]`` to ``[N, ...]``."""
+        B, T = self.num_sequences, self.max_length
+        if not isinstance(x, Tensor) or x.dim() < 2 or tuple(x.shape[:2]) != (B, T):
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"from_padded needs the padded layout [{B}, {T}, ...], got {got}")
         if self.is_uniform:
             return x.reshape(self.num_nodes, *x.shape[2:])
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.dense_index)
@@ -367,6 +385,8 @@ class CausalGraph:
         :meth:`dense_mask`. Cached per ``block_size``."""
         from torch.nn.attention.flex_attention import create_block_mask
 
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
         key = (block_size, num_heads)
         if key not in self._block_masks:
             B, T = self.num_sequences, self.max_length
