@@ -86,6 +86,89 @@ def test_add_pause_tokens_checks_the_data():
         pause_layout(torch.tensor([3]), 1, "every")
 
 
+# ---------------------------------------------------------------------- diagnostics
+def test_diagnostics_refuse_nonsense():
+    from graphformer import diagnostics as D
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="target must be an int, got True"):
+        D.hop_distance(ei, 4, target=True)
+    with pytest.raises(TypeError, match="target must be an int, got 1.5"):
+        D.hop_distance(ei, 4, target=1.5)
+    with pytest.raises(ValueError, match=r"pair must be two nodes \(u, v\), got \(0, 1, 2\)"):
+        D.effective_resistance(ei, 4, pair=(0, 1, 2))
+    with pytest.raises(TypeError, match="pair must be an int"):
+        D.effective_resistance(ei, 4, pair=(0, 1.5))
+    with pytest.raises(ValueError, match="negative graph index"):
+        D.dirichlet_energy(x, ei, batch=torch.tensor([0, 0, -1, -1]))
+    with pytest.raises(TypeError, match="batch must be an integer tensor"):
+        D.dirichlet_energy(x, ei, batch=torch.zeros(4))
+    empty = torch.empty(2, 0, dtype=torch.long)
+    assert float(D.dirichlet_energy(torch.randn(0, 3), empty)) == 0.0  # no nodes: no energy
+    lin = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        D.jacobian_sensitivity(lin, x, 0, chunk_size=0)
+    with pytest.raises(ValueError, match="max_distance must be >= 0, got -1"):
+        D.sensitivity_vs_distance(lin, x, ei, 3, max_distance=-1)
+    graph = CausalGraph.from_lengths([4])
+    attn = (graph.edge_index, torch.rand(graph.num_edges, 2))
+    with pytest.raises(ValueError, match="position 9 is outside sequences of length 4"):
+        D.attention_to_position(attn, position=9, graph=graph)
+    with pytest.raises(ValueError, match="position -1 is outside"):
+        D.attention_to_position(attn, position=-1, graph=graph)
+    with pytest.raises(ValueError, match=r"threshold must be a share of attention in \[0, 1\]"):
+        D.attention_sink_score(attn, threshold=float("nan"), graph=graph)
+    with pytest.raises(ValueError, match="threshold must be a share"):
+        D.attention_sink_score(attn, threshold=2.0, graph=graph)
+
+
+# ---------------------------------------------------------------------- datasets
+def test_datasets_refuse_nonsense():
+    from graphformer.datasets import CountOnes
+    from graphformer.datasets.split import stratified_split
+    from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
+    with pytest.raises(ValueError, match="depth must be an int in"):
+        binary_tree_batch(2, True)
+    with pytest.raises(ValueError, match="num_trees must be a positive int"):
+        binary_tree_batch(True, 2)
+    with pytest.raises(ValueError, match="mean_length must be at least 1, got nan"):
+        packed_documents(2, 8, float("nan"))
+    with pytest.raises(ValueError, match=r"one label per example \[num_examples\], got shape \[2, 2\]"):
+        stratified_split(torch.tensor([[0, 0], [1, 1]]))
+    assert sum(t.numel() for t in stratified_split(torch.tensor([[0], [0], [1], [1]]))) == 4
+    with pytest.raises(ValueError, match="y is empty"):
+        stratified_split(torch.tensor([], dtype=torch.long))
+    data = CountOnes(4, 40)
+    with pytest.raises(ValueError, match=r"a boolean index needs one entry per graph \(40\), got 2"):
+        data.batch(torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="index must hold integers"):
+        next(data.iter_batches(2, index=torch.tensor([0.5, 1.5])))
+    with pytest.raises(IndexError, match="index -41 is out of range for a data set of 40"):
+        data.batch([-41])
+    assert data.batch([-1]).num_graphs == 1  # negative indices count from the end
+
+
+# ---------------------------------------------------------------------- graph models
+def test_graph_models_refuse_nonsense():
+    from graphformer.models import GraphModel, HybridModel
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    with pytest.raises(ValueError, match="hidden_channels must be a positive int, got 0"):
+        GraphModel.build("gcn", 3, 0, 2, 1)
+    with pytest.raises(ValueError, match="num_layers must be a positive int, got -1"):
+        GraphModel.build("gcn", 3, 8, 2, -1)
+    model = GraphModel.build("gcn", 3, 8, 2, 1)
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 3\], got \[4, 5\]"):
+        model(torch.randn(4, 5), ei)
+    with pytest.raises(TypeError, match="x must be float node features"):
+        model(torch.ones(4, 3, dtype=torch.long), ei)
+    with pytest.raises(ValueError, match="index has node 9 but there are 4 nodes"):
+        model(torch.randn(4, 3), ei, index=torch.tensor([9]))
+    with pytest.raises(ValueError, match="heads must be a positive int, got 0"):
+        HybridModel(3, 8, 2, heads=0)
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 3\], got \[4, 5\]"):
+        HybridModel(3, 8, 2)(torch.randn(4, 5), ei)
+
+
 # ---------------------------------------------------------------------- GPT inputs
 def test_gpt_targets_outside_the_vocabulary():
     model = tiny()
