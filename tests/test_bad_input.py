@@ -148,6 +148,17 @@ def test_datasets_refuse_nonsense():
     assert data.batch([-1]).num_graphs == 1  # negative indices count from the end
 
 
+def test_text_batches_refuse_nonsense():
+    from graphformer.datasets.text import TextCorpus
+    corpus = TextCorpus("hello world, this is a text. " * 20)
+    with pytest.raises(TypeError, match="batch_size must be an int, got True"):
+        corpus.get_batch("train", True, 8)
+    with pytest.raises(ValueError, match="block_size must be positive, got 0"):
+        corpus.get_batch("train", 2, 0)
+    with pytest.raises(TypeError, match="block_size must be an int, got 8.0"):
+        corpus.get_batch("train", 2, 8.0)
+
+
 # ---------------------------------------------------------------------- graph models
 def test_graph_models_refuse_nonsense():
     from graphformer.models import GraphModel, HybridModel
