@@ -174,8 +174,8 @@ class CausalGraph:
         ``allow_duplicates=False``: a multigraph is then refused with a clear error
         instead of silently changing the answer."""
         graph = cls.from_batch(batch, causal=causal)
+        check_edge_index(edge_index, graph.num_nodes, of="graph given by batch")
         if not allow_duplicates:
-            check_edge_index(edge_index, graph.num_nodes, of="graph")
             if edge_index.numel():
                 n = graph.num_nodes
                 key, counts = torch.unique(edge_index[1].long() * n + edge_index[0].long(),

@@ -40,6 +40,11 @@ def test_window_must_be_a_positive_int_not_a_bool():
         CausalGraph.from_lengths([4], causal="no")
 
 
+def test_from_edge_index_names_the_batch():
+    with pytest.raises(ValueError, match="edge_index has node 3 but the graph given by batch has 3 nodes"):
+        CausalGraph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.zeros(3, dtype=torch.long))
+
+
 def test_padded_layout_shapes_are_checked():
     graph = CausalGraph.from_lengths([2, 3])
     with pytest.raises(ValueError, match=r"one row per node \[5, ...\], got \[4, 2\]"):
