@@ -261,7 +261,7 @@ def test_bad_edge_index():
         CausalGraph.from_edge_index(torch.tensor([[0.0], [1.0]]), batch)
     with pytest.raises(TypeError, match="torch.Tensor"):
         CausalGraph.from_edge_index([[0], [1]], batch)
-    with pytest.raises(ValueError, match="node 5 but the graph has 3 nodes"):
+    with pytest.raises(ValueError, match="node 5 but the graph given by batch has 3 nodes"):
         CausalGraph.from_edge_index(torch.tensor([[0], [5]]), batch)
     with pytest.raises(ValueError, match="negative"):
         check_edge_index(torch.tensor([[0], [-1]]), 3)
