@@ -20,6 +20,22 @@ class PausedGraph(NamedTuple):
     index: Tensor  #: :obj:`[N_old]`, new node index of every old node
 
 
+def _check_layout(num_pause: int, layout: str, every: Optional[int]) -> None:
+    if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
+            or num_pause < 0:
+        raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: "
+                         f"{', '.join(LAYOUTS)}")
+    if layout == 'every' and (isinstance(every, bool)
+                              or not isinstance(every, int) or every < 1):
+        raise ValueError(f"layout='every' needs every= a positive int, got "
+                         f"{every!r}")
+    if layout != 'every' and every is not None:
+        raise ValueError(f"every= is only used with layout='every', not "
+                         f"{layout!r}")
+
+
 def pause_layout(
     lengths: Tensor,
     num_pause: int,
@@ -46,16 +62,7 @@ def pause_layout(
                         f"{lengths!r}")
     if lengths.numel() and int(lengths.min()) < 0:
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
-    if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
-            or num_pause < 0:
-        raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: "
-                         f"{', '.join(LAYOUTS)}")
-    if layout == 'every' and (isinstance(every, bool)
-                              or not isinstance(every, int) or every < 1):
-        raise ValueError(f"layout='every' needs every= a positive int, got "
-                         f"{every!r}")
+    _check_layout(num_pause, layout, every)
     lengths = lengths.long()
     B = lengths.numel()
     dev = lengths.device
@@ -146,20 +153,7 @@ class AddPauseTokens(BaseTransform):
         move_readout: bool = True,
         causal: bool = True,
     ) -> None:
-        if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
-                or num_pause < 0:
-            raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; valid layouts: "
-                             f"{', '.join(LAYOUTS)}")
-        if layout == 'every':
-            if isinstance(every, bool) or not isinstance(every, int) \
-                    or every < 1:
-                raise ValueError(f"layout='every' needs every= a positive int,"
-                                 f" got {every!r}")
-        elif every is not None:
-            raise ValueError(f"every= is only used with layout='every', not "
-                             f"{layout!r}")
+        _check_layout(num_pause, layout, every)
         self.num_pause = num_pause
         self.layout = layout
         self.every = every
