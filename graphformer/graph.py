@@ -47,6 +47,14 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
             raise ValueError(f"{name} has node {high} but {has}")
 
 
+def _check_window(window: Optional[int]) -> None:
+    # bool is an int in Python: window=True would silently mean a window of 1
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise ValueError(f"window must be a positive int (or None for no window), "
+                         f"got {window!r}")
+
+
 def _as_long(t: Union[Tensor, Sequence[int]], name: str) -> Tensor:
     t = torch.as_tensor(t)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
@@ -96,8 +104,9 @@ class CausalGraph:
         lengths = ptr[1:] - ptr[:-1]
         if bool((lengths < 0).any()):
             raise ValueError("ptr must be non-decreasing (sequence lengths >= 0)")
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"window must be a positive int, got {window!r}")
+        _check_window(window)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be True or False, got {causal!r}")
         self.ptr = ptr
         self.lengths = lengths
         self.causal = bool(causal)
@@ -130,6 +139,7 @@ class CausalGraph:
                      window: Optional[int] = None, causal: bool = True) -> "CausalGraph":
         r"""One sequence per entry of ``lengths``, nodes laid out one sequence after
         the other."""
+        _check_window(window)
         lengths = _as_long(lengths, "lengths").flatten()
         if lengths.numel() == 0 or bool((lengths < 1).any()):
             raise ValueError(f"lengths must be positive integers, got {lengths.tolist()}")
@@ -151,12 +161,33 @@ class CausalGraph:
         return cls(ptr, causal=causal, window=window)
 
     @classmethod
-    def from_edge_index(cls, edge_index: Tensor, batch: Tensor, *,
-                        causal: bool = True) -> "CausalGraph":
+    def from_edge_index(cls, edge_index: Tensor, batch: Tensor, *, causal: bool = True,
+                        allow_duplicates: bool = True) -> "CausalGraph":
         r"""Any graph whose nodes form sequences (given by ``batch``). With
         ``causal=True`` no edge may point forward in time (``pos_j > pos_i``), which also
-        rules out cycles other than self-loops."""
+        rules out cycles other than self-loops.
+
+        A :class:`CausalGraph` is a *set* of edges: a repeated edge is kept once. On a
+        plain ``edge_index`` the edge-wise kernel counts a repeated edge twice in the
+        softmax (as PyG does), so code that turns a user's ``edge_index`` into a
+        :class:`CausalGraph` behind the scenes (a layer's ``batch=``) should pass
+        ``allow_duplicates=False``: a multigraph is then refused with a clear error
+        instead of silently changing the answer."""
         graph = cls.from_batch(batch, causal=causal)
+        check_edge_index(edge_index, graph.num_nodes, of="graph given by batch")
+        if not allow_duplicates:
+            if edge_index.numel():
+                n = graph.num_nodes
+                key, counts = torch.unique(edge_index[1].long() * n + edge_index[0].long(),
+                                           return_counts=True)
+                if bool((counts > 1).any()):
+                    dup = int(key[counts > 1][0])
+                    raise ValueError(
+                        f"edge_index has a duplicate edge ({dup % n} -> {dup // n}): a "
+                        "CausalGraph is a set of edges, so the fused kernels would count it "
+                        "once where the edge-wise kernel counts it twice; coalesce it first "
+                        "(torch_geometric.utils.coalesce), or leave out batch= to run the "
+                        "edge-wise kernel on the multigraph")
         return cls(graph.ptr, causal=causal, explicit=edge_index)
 
     # ------------------------------------------------------------------ composition
@@ -275,6 +306,10 @@ class CausalGraph:
         r"""Node features ``[N, ...]`` to the padded layout ``[B, T, ...]`` (zeros in
         padding). A view, without a copy, when all sequences have the same length."""
         B, T = self.num_sequences, self.max_length
+        if not isinstance(x, Tensor) or x.dim() == 0 or x.size(0) != self.num_nodes:
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"to_padded needs one row per node [{self.num_nodes}, ...], "
+                             f"got {got}")
         if self.is_uniform:
             return x.view(B, T, *x.shape[1:])
         out = x.new_zeros(B * T, *x.shape[1:])
@@ -283,6 +318,10 @@ class CausalGraph:
 
     def from_padded(self, x: Tensor) -> Tensor:
         r"""The inverse of :meth:`to_padded`: ``[B, T, ...]`` to ``[N, ...]``."""
+        B, T = self.num_sequences, self.max_length
+        if not isinstance(x, Tensor) or x.dim() < 2 or tuple(x.shape[:2]) != (B, T):
+            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"from_padded needs the padded layout [{B}, {T}, ...], got {got}")
         if self.is_uniform:
             return x.reshape(self.num_nodes, *x.shape[2:])
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.dense_index)
@@ -346,6 +385,8 @@ class CausalGraph:
         :meth:`dense_mask`. Cached per ``block_size``."""
         from torch.nn.attention.flex_attention import create_block_mask
 
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
         key = (block_size, num_heads)
         if key not in self._block_masks:
             B, T = self.num_sequences, self.max_length

@@ -1,13 +1,33 @@
-"""Test-wide settings: one intra-op thread. The tests use small tensors, for which
-OpenMP's thread start-up and spinning cost more than they save; on a loaded 2-core
-machine two threads made single tests up to 100x slower (measured: 108 s vs 1.2 s)."""
+"""Test-wide settings.
+
+* One intra-op thread. The tests use small tensors, for which OpenMP's thread start-up
+  and spinning cost more than they save; on a loaded 2-core machine two threads made
+  single tests up to 100x slower (measured: 108 s vs 1.2 s).
+* Hypothesis profiles. ``ci`` (the default) is derandomised: the examples are drawn from
+  a fixed seed, so every run (a developer's, CI's) tries the same inputs and a red build
+  is always reproducible, never a lucky draw; ``max_examples`` is modest to keep the
+  suite fast, and the properties add ``@example``\\ s for the known hard cases. ``dev``
+  is random with more examples, to search for new counterexamples locally:
+  ``HYPOTHESIS_PROFILE=dev pytest tests/test_properties.py``. No deadline in either: the
+  first example of a test pays for PyTorch's lazy initialisation.
+"""
 import importlib.util
+import os
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
+
+settings.register_profile("ci", derandomize=True, max_examples=15, deadline=None,
+                          print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -22,3 +42,17 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture
+def eager_flex(monkeypatch):
+    r"""FlexAttention without ``torch.compile``: the same mask semantics (BlockMask +
+    ``mask_mod``) in PyTorch's unfused implementation, fast on tiny CPU graphs (compiling
+    it takes 5-35 s per shape on CPU). The compiled kernel is checked once in
+    ``test_attention.py::test_flex_compiled`` (slow)."""
+    from graphformer.nn import kernels
+    from torch.nn.attention.flex_attention import flex_attention
+    monkeypatch.setattr(kernels, "_compiled_flex", flex_attention)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

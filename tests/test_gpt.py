@@ -16,22 +16,56 @@ def tiny(**kw):
     return GPT(GPTConfig(**cfg))
 
 
-@pytest.mark.parametrize("activation", ["gelu_new", "gelu"])
-def test_gpt_equals_huggingface_gpt2(activation):
+def small_gpt2(activation="gelu_new", **kw):
+    r"""A small randomly initialised Hugging Face GPT-2 (no download)."""
     torch.manual_seed(0)
-    hc = transformers.GPT2Config(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                 activation_function=activation, resid_pdrop=0.0,
-                                 embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
-    hf = transformers.GPT2LMHeadModel(hc).eval()
-    ours = GPT.from_gpt2_state_dict(hf.state_dict(), n_head=4,
-                                    activation="gelu_tanh" if activation == "gelu_new" else "gelu")
+    cfg = dict(vocab_size=50, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+               activation_function=activation, resid_pdrop=0.0, embd_pdrop=0.0,
+               attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    cfg.update(kw)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg)).eval()
+
+
+def assert_same_logits(ours, hf):
     ours.eval()
-    idx = torch.randint(0, 50, (3, 21))
+    idx = torch.randint(0, hf.config.vocab_size, (3, 21))
     with torch.no_grad():
         ref = hf(idx, labels=idx)
         logits, loss = ours(idx[:, :-1], idx[:, 1:])
     torch.testing.assert_close(logits, ref.logits[:, :-1], atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, ref.loss, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu"])
+def test_gpt_equals_huggingface_gpt2(activation):
+    hf = small_gpt2(activation)
+    ours = GPT.from_gpt2_state_dict(hf.state_dict(), n_head=4,
+                                    activation="gelu_tanh" if activation == "gelu_new" else "gelu")
+    assert_same_logits(ours, hf)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu", "relu"])
+@pytest.mark.parametrize("form", ["model", "config"])
+def test_gpt_from_gpt2_model_or_config_reads_heads_and_activation(activation, form):
+    r"""``n_head`` and the activation come from the ``GPT2LMHeadModel`` (or its
+    ``GPT2Config``): nothing by hand."""
+    hf = small_gpt2(activation, n_head=8, n_layer=3)
+    ours = (GPT.from_gpt2_state_dict(hf) if form == "model"
+            else GPT.from_gpt2_state_dict(hf.state_dict(), hf.config))
+    assert ours.config.n_head == 8 and ours.config.n_layer == 3
+    assert_same_logits(ours, hf)
+
+
+def test_gpt_from_gpt2_without_biases_and_with_overrides():
+    hf = small_gpt2()
+    sd = {k: v for k, v in hf.state_dict().items() if not k.endswith(".bias")}
+    with torch.no_grad():  # zero biases are what a bias-free model computes
+        for name, p in hf.named_parameters():
+            if name.endswith(".bias"):
+                p.zero_()
+    ours = GPT.from_gpt2_state_dict(sd, hf.config, dropout=0.1, kernel="edge")
+    assert ours.config.bias is False and ours.config.dropout == 0.1
+    assert_same_logits(ours, hf)
 
 
 def test_velocity_embedding_is_the_only_extra_parameter_set():
@@ -122,7 +156,7 @@ def test_bad_config_and_input():
     with pytest.raises(ValueError, match="token id 40 is outside the vocabulary"):
         model(torch.full((1, 4), 40))
     other = tiny(n_layer=3)
-    with pytest.raises(ValueError, match="does not match this GPT configuration"):
+    with pytest.raises(ValueError, match="state dict has 3 layers but this GPT has n_layer=2"):
         model.load_state_dict(other.state_dict())
     nest = tiny(method="nesterov")
     with pytest.raises(ValueError, match="unexpected"):

@@ -162,6 +162,9 @@ def test_from_edge_index(data, lengths, causal):
     check_views(graph.remove_edges(to_index(removed)), set(pairs) - set(removed))
     extra = data.draw(pairs_inside(lengths, causal=causal))
     check_views(graph.add_edges(to_index(extra)), set(pairs) | set(extra))
+    if ei.size(1) > len(set(pairs)):  # the repeated edge, when asked to refuse it
+        with pytest.raises(ValueError, match="duplicate edge"):
+            CausalGraph.from_edge_index(ei, batch, causal=causal, allow_duplicates=False)
 
 
 def test_attributes():
@@ -258,7 +261,7 @@ def test_bad_edge_index():
         CausalGraph.from_edge_index(torch.tensor([[0.0], [1.0]]), batch)
     with pytest.raises(TypeError, match="torch.Tensor"):
         CausalGraph.from_edge_index([[0], [1]], batch)
-    with pytest.raises(ValueError, match="node 5 but the graph has 3 nodes"):
+    with pytest.raises(ValueError, match="node 5 but the graph given by batch has 3 nodes"):
         CausalGraph.from_edge_index(torch.tensor([[0], [5]]), batch)
     with pytest.raises(ValueError, match="negative"):
         check_edge_index(torch.tensor([[0], [-1]]), 3)

@@ -115,21 +115,30 @@ class GeneratedDataset(InMemoryDataset):
         )
 
     # ------------------------------------------------------------ batching
+    def _positions(self, index: Union[Tensor, Sequence[int]]) -> Tensor:
+        r"""Graph positions from integer indices (negative ones count from the
+        end) or a boolean mask with one entry per graph, checked."""
+        n = len(self)
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            if index.numel() != n:
+                raise ValueError(f"a boolean index needs one entry per graph "
+                                 f"({n}), got {index.numel()}")
+            return index.view(-1).nonzero().view(-1)
+        if index.dtype.is_floating_point or index.is_complex():
+            raise TypeError(f"index must hold integers, got {index.dtype}")
+        index = index.long().view(-1)
+        if index.numel() and (int(index.max()) >= n or int(index.min()) < -n):
+            bad = int(index.max()) if int(index.max()) >= n else int(index.min())
+            raise IndexError(f"index {bad} is out of range for a data set of "
+                             f"{n} graphs")
+        return index % max(n, 1)
+
     def _global_index(self, index: Union[Tensor, Sequence[int], None]) -> Tensor:
         own = torch.as_tensor(list(self.indices()), dtype=torch.long)
         if index is None:
             return own
-        index = torch.as_tensor(index)
-        if index.dtype == torch.bool:
-            index = index.nonzero().view(-1)
-        if index.dtype.is_floating_point:
-            raise TypeError(f"index must hold integers, got {index.dtype}")
-        index = index.long().view(-1)
-        if index.numel() and (int(index.max()) >= len(own)
-                              or int(index.min()) < -len(own)):
-            raise IndexError(f"index {int(index.max())} is out of range for "
-                             f"a data set of {len(own)} graphs")
-        return own[index]
+        return own[self._positions(index)]
 
     def _strides(self) -> Optional[Dict[str, int]]:
         r"""Per-graph size of every stored attribute when all graphs have the
@@ -206,8 +215,8 @@ class GeneratedDataset(InMemoryDataset):
             seed (int, optional): Seed of the shuffle. (default: :obj:`0`)
         """
         batch_size = check_int('batch_size', batch_size, 1)
-        pos = torch.arange(len(self)) if index is None else torch.as_tensor(
-            index).long().view(-1)
+        pos = torch.arange(len(self)) if index is None else \
+            self._positions(index)
         if shuffle:
             gen = torch.Generator().manual_seed(int(seed))
             pos = pos[torch.randperm(pos.numel(), generator=gen)]

@@ -34,7 +34,12 @@ def stratified_split(
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a Tensor of labels, got {type(y).__name__}")
+    if y.dim() > 1 and not (y.dim() == 2 and y.size(1) == 1):
+        raise ValueError(f"y must be one label per example [num_examples], got "
+                         f"shape {list(y.shape)}")
     y = y.view(-1)
+    if y.numel() == 0:
+        raise ValueError("y is empty: there is nothing to split")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise TypeError(f"y must hold integer labels, got dtype {y.dtype}")
     if not 0.0 < float(test_fraction) < 1.0:

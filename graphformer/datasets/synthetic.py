@@ -41,9 +41,9 @@ def binary_tree_batch(num_trees: int, depth: int, *, both_directions: bool = Fal
         ``(edge_index [2, E], batch [N])``, with the nodes of tree ``t`` at
         ``t * n, ..., t * n + n - 1``.
     """
-    if not isinstance(num_trees, int) or num_trees < 1:
+    if isinstance(num_trees, bool) or not isinstance(num_trees, int) or num_trees < 1:
         raise ValueError(f"num_trees must be a positive int, got {num_trees!r}")
-    if not isinstance(depth, int) or not 0 <= depth <= 20:
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 20:
         raise ValueError(f"depth must be an int in [0, 20], got {depth!r}")
     n = 2 ** (depth + 1) - 1
     child = torch.arange(1, n)
@@ -79,7 +79,7 @@ def packed_documents(num_sequences: int, length: int, mean_length: float, *,
     if num_sequences < 1 or length < 1:
         raise ValueError(f"num_sequences and length must be positive, got "
                          f"{num_sequences} and {length}")
-    if mean_length < 1:
+    if not mean_length >= 1:  # also refuses NaN
         raise ValueError(f"mean_length must be at least 1, got {mean_length}")
     gen = torch.Generator().manual_seed(seed)
     starts = torch.rand(num_sequences, length, generator=gen) < 1.0 / mean_length

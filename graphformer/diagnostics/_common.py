@@ -27,6 +27,17 @@ def resolve_graph(edge_index: GraphLike,
     return edge_index.long(), int(num_nodes)
 
 
+def check_node_int(value, name: str) -> int:
+    r"""``value`` as a Python int, refusing floats and bools (which ``int()`` would
+    silently turn into another node or count)."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not (
+            value.is_floating_point() or value.dtype == torch.bool):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return value
+
+
 def dense_adjacency(edge_index: Tensor, num_nodes: int,
                     dtype: torch.dtype = torch.float64) -> Tensor:
     r"""``A[i, j]`` = number of edges ``j -> i`` (row = target, column = source)."""

@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from graphformer.diagnostics._common import check_node_int
 from graphformer.graph import CausalGraph
 
 __all__ = ['attention_to_position', 'attention_sink_score']
@@ -68,6 +69,11 @@ def attention_to_position(
         if edge_index.numel() and int(edge_index.max()) >= N:
             raise ValueError(f"edge_index has node {int(edge_index.max())} but "
                              f"the graph has {N} nodes")
+        longest = int(node_position.max()) + 1 if N else 0
+        if not 0 <= check_node_int(position, "position") < longest:
+            raise ValueError(f"position {position} is outside sequences of length "
+                             f"{longest} (edge-wise attention: 0 <= position < "
+                             f"{longest})")
         src, dst = edge_index
         node_position = node_position.to(edge_index.device)
         hit = (node_position[src] == position).to(alpha.dtype)
@@ -90,7 +96,7 @@ def attention_to_position(
         raise ValueError(f"dense attention must be [B, H, T, T], got "
                          f"{list(attn.shape)}")
     B, H, T, _ = attn.shape
-    if not -T <= position < T:
+    if not -T <= check_node_int(position, "position") < T:
         raise ValueError(f"position {position} is outside sequences of "
                          f"length {T}")
     col = attn[..., position]  # [B, H, T]
@@ -140,5 +146,9 @@ def attention_sink_score(
         layers = [attn]
     if not layers:
         raise ValueError("attn is empty")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a share of attention in [0, 1], got "
+                         f"{threshold!r}")
     per_head = torch.cat([attention_to_position(a, **kwargs) for a in layers])
     return float((per_head > threshold).float().mean())

@@ -4,7 +4,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from graphformer.diagnostics._common import GraphLike, resolve_graph
+from graphformer.diagnostics._common import GraphLike, check_node_int, resolve_graph
 from graphformer.diagnostics.topology import hop_distance
 
 __all__ = [
@@ -44,6 +44,11 @@ def _leaf_input(x: Tensor) -> Tensor:
     return x.detach().clone().requires_grad_(True)
 
 
+def _check_chunk_size(chunk_size: int) -> None:
+    if check_node_int(chunk_size, "chunk_size") < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
+
+
 def _row_jacobian_norms(rows: Tensor, x: Tensor, chunk_size: int) -> Tensor:
     r""":math:`\lVert \partial\, \mathrm{rows}[t] / \partial x[s] \rVert_F`
     for every row :math:`t` and node :math:`s`, :obj:`[T, N]`.
@@ -69,6 +74,7 @@ def _row_jacobian_norms(rows: Tensor, x: Tensor, chunk_size: int) -> Tensor:
 
     K = T * H
     batched_ok = True
+    _check_chunk_size(chunk_size)
     for start in range(0, K, chunk_size):
         ks = torch.arange(start, min(K, start + chunk_size), device=x.device)
         go = rows.new_zeros(ks.numel(), T, H)
@@ -194,6 +200,8 @@ def sensitivity_vs_distance(
     dist = torch.stack([hop_distance(ei, N, int(t)) for t in tgt])  # [T, N]
     keep = dist >= 0
     if max_distance is not None:
+        if check_node_int(max_distance, "max_distance") < 0:
+            raise ValueError(f"max_distance must be >= 0, got {max_distance}")
         keep &= dist <= max_distance
     d, s = dist[keep], S[keep.to(S.device)].to(torch.float64)
     K = int(d.max()) + 1 if d.numel() else 0

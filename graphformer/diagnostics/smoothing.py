@@ -47,15 +47,23 @@ def dirichlet_energy(
         raise TypeError(f"x must be floating point, got dtype {x.dtype}")
     num_nodes = x.size(0)
     ei, _ = resolve_graph(edge_index, num_nodes)
-    x = x.reshape(num_nodes, -1)
+    x = x.flatten(1) if x.dim() > 1 else x.unsqueeze(1)
     src, dst = ei
     per_edge = (x[dst] - x[src]).pow(2).sum(-1)
     if batch is None:
         energy = per_edge.sum() / max(num_nodes, 1)
     else:
+        if not isinstance(batch, Tensor) or batch.is_floating_point() \
+                or batch.dtype == torch.bool:
+            raise TypeError("batch must be an integer tensor (the graph of "
+                            "every node)")
         if batch.shape != (num_nodes, ):
             raise ValueError(f"batch must have one entry per node ({num_nodes}),"
                              f" got shape {list(batch.shape)}")
+        if num_nodes and int(batch.min()) < 0:
+            raise ValueError(f"batch has a negative graph index "
+                             f"({int(batch.min())})")
+        batch = batch.to(device=x.device, dtype=torch.long)
         size = int(batch.max()) + 1 if num_nodes > 0 else 0
         energy = per_edge.new_zeros(size).index_add_(0, batch[dst], per_edge)
         counts = torch.bincount(batch, minlength=size).clamp(min=1)

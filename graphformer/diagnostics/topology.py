@@ -8,6 +8,7 @@ from torch import Tensor
 
 from graphformer.diagnostics._common import (
     GraphLike,
+    check_node_int,
     dense_adjacency,
     resolve_graph,
     symmetric_adjacency,
@@ -42,6 +43,7 @@ def hop_distance(
         :obj:`LongTensor [N]`.
     """
     ei, N = resolve_graph(edge_index, num_nodes)
+    target = check_node_int(target, "target")
     if not -N <= int(target) < N:
         raise ValueError(f"target {target} is not a node of a graph with {N} "
                          f"nodes")
@@ -195,7 +197,10 @@ def effective_resistance(
     Lp, comp = _laplacian_pinv(edge_index, num_nodes)
     N = Lp.size(0)
     if pair is not None:
-        u, v = (int(p) for p in pair)
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, '__len__') \
+                or len(pair) != 2:
+            raise ValueError(f"pair must be two nodes (u, v), got {pair!r}")
+        u, v = (check_node_int(p, "pair") for p in pair)
         if not (0 <= u < N and 0 <= v < N):
             raise ValueError(f"pair {pair} is not a pair of nodes of a graph "
                              f"with {N} nodes")

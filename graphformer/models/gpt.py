@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,55 @@ class GPTConfig:
         r"""Positions after pause insertion (the length of the token DAG)."""
         k = self.pause_every
         return self.block_size + (self.block_size // k if k else 0)
+
+
+def _layer_count(state_dict: Mapping[str, Tensor], prefix: str) -> Optional[int]:
+    r"""``1 +`` the largest layer index ``i`` of the keys ``{prefix}{i}.…`` (``None``
+    when there are none)."""
+    found = [k[len(prefix):].split(".", 1)[0] for k in state_dict if k.startswith(prefix)]
+    indices = [int(i) for i in found if i.isdigit()]
+    return 1 + max(indices) if indices else None
+
+
+def _without_gpt2_buffers(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    # GPT-2's causal-mask buffers (older transformers versions): not weights
+    return {k: v for k, v in state_dict.items()
+            if not k.endswith(".attn.bias") and not k.endswith(".attn.masked_bias")}
+
+
+#: Hugging Face ``activation_function`` -> :class:`GPTConfig` ``activation``.
+GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                    "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+
+
+def _from_gpt2_config(config: Any, **sizes: int) -> Dict[str, Any]:
+    r"""The :class:`GPTConfig` fields a ``GPT2Config`` sets (``n_head``, ``activation``),
+    after checking that it describes weights of ``sizes`` and an architecture this GPT
+    can run."""
+    if not all(hasattr(config, name) for name in ("n_head", "n_embd", "n_layer",
+                                                   "activation_function")):
+        raise TypeError(f"config must be a transformers GPT2Config, got {type(config).__name__}")
+    given = dict(vocab_size=config.vocab_size, n_embd=config.n_embd,
+                 block_size=config.n_positions, n_layer=config.n_layer)
+    for name, value in sizes.items():
+        if given[name] != value:
+            raise ValueError(f"the GPT2Config says {name}={given[name]} but the weights have "
+                             f"{name}={value}")
+    act = config.activation_function
+    if act not in GPT2_ACTIVATIONS:
+        raise ValueError(f"GPT-2 activation {act!r} has no equivalent here; supported: "
+                         f"{', '.join(GPT2_ACTIVATIONS)}")
+    n_inner = getattr(config, "n_inner", None)
+    if n_inner is not None and n_inner != 4 * config.n_embd:
+        raise ValueError(f"n_inner={n_inner}: this GPT's MLP is 4 * n_embd = {4 * config.n_embd}")
+    eps = getattr(config, "layer_norm_epsilon", 1e-5)
+    if eps != 1e-5:
+        raise ValueError(f"layer_norm_epsilon={eps}: this GPT's LayerNorms use 1e-5")
+    if not getattr(config, "scale_attn_weights", True) or getattr(
+            config, "scale_attn_by_inverse_layer_idx", False):
+        raise ValueError("this GPT scales attention scores by 1/sqrt(head size) only "
+                         "(scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False)")
+    return dict(n_head=config.n_head, activation=GPT2_ACTIVATIONS[act])
 
 
 def attention_oracle(config: GPTConfig, layer: int) -> Oracle:
@@ -191,9 +240,8 @@ class GPT(nn.Module):
 
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
+        self._check_targets(targets, loss_mask, B, T)
         logits = self.lm_head(x)
-        if targets.shape != (B, T):
-            raise ValueError(f"targets must have shape {[B, T]}, got {list(targets.shape)}")
         targets = targets.clone()
         if loss_mask is not None:
             targets[loss_mask == 0] = -1
@@ -231,10 +279,16 @@ class GPT(nn.Module):
         return out, real, index
 
     def _check_tokens(self, idx: Tensor) -> None:
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids [batch, time], "
+                            f"got {type(idx).__name__}")
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape [batch, time], got {list(idx.shape)}")
         if idx.dtype not in (torch.long, torch.int32, torch.int64):
             raise TypeError(f"idx must hold token ids (torch.long), got {idx.dtype}")
+        if idx.size(0) == 0 or idx.size(1) == 0:
+            raise ValueError(f"idx must hold at least one sequence of at least one token, "
+                             f"got shape {list(idx.shape)}")
         if idx.size(1) > self.config.block_size:
             raise ValueError(f"cannot forward a sequence of length {idx.size(1)}: "
                              f"block_size is only {self.config.block_size}")
@@ -245,43 +299,101 @@ class GPT(nn.Module):
             raise ValueError(f"token id {bad} is outside the vocabulary "
                              f"[0, {self.config.vocab_size})")
 
+    def _check_targets(self, targets: Tensor, loss_mask: Optional[Tensor], B: int,
+                       T: int) -> None:
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets must be a torch.Tensor [batch, time], got "
+                            f"{type(targets).__name__}")
+        if targets.shape != (B, T):
+            raise ValueError(f"targets must have shape {[B, T]}, got {list(targets.shape)}")
+        if targets.dtype not in (torch.long, torch.int32, torch.int64):
+            raise TypeError(f"targets must hold token ids (torch.long), got {targets.dtype}")
+        if loss_mask is not None and (not isinstance(loss_mask, Tensor)
+                                      or loss_mask.shape != (B, T)):
+            got = list(loss_mask.shape) if isinstance(loss_mask, Tensor) else type(loss_mask).__name__
+            raise ValueError(f"loss_mask must be a tensor of shape {[B, T]}, got {got}")
+        if torch.compiler.is_compiling():
+            return
+        bad = (targets < -1) | (targets >= self.config.vocab_size)
+        if bool(bad.any()):
+            raise ValueError(f"target {int(targets[bad][0])} is outside the vocabulary "
+                             f"[0, {self.config.vocab_size}) (use -1 for positions without "
+                             "a target)")
+
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None) -> Tensor:
         r"""Samples ``max_new_tokens`` tokens after ``idx`` ``[B, T]``, feeding back at most
-        ``block_size`` tokens of context each time."""
+        ``block_size`` tokens of context each time. ``temperature=0`` is greedy decoding
+        (the most likely token every time); ``top_k`` keeps the ``k`` most likely tokens
+        (``None``: all)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                or not math.isfinite(temperature) or temperature < 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy "
+                             f"decoding), got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise ValueError(f"top_k must be a positive int (or None for all tokens), "
+                             f"got {top_k!r}; for greedy decoding use temperature=0")
+        self._check_tokens(idx)
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size:]
             logits, _ = self(context)
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("inf")
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            logits = logits[:, -1, :]
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, next_id), dim=1)
         return idx
 
     # ------------------------------------------------------------------ state dicts
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        r"""As :meth:`torch.nn.Module.load_state_dict`, with a clear error when the state
-        dict comes from another configuration."""
+    def check_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True) -> None:
+        r"""Raises a :class:`ValueError` naming the first mismatch between ``state_dict``
+        and this model (a layer count, a missing or unexpected key, a shape), before any
+        weight is copied. With ``strict=False`` only the shapes of shared keys count."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to tensors, got "
+                            f"{type(state_dict).__name__}")
         own = self.state_dict()
+        prefix = f"({self.describe()})"
+        layers = _layer_count(state_dict, "transformer.h.layers.")
+        if strict and layers is not None and layers != self.config.n_layer:
+            raise ValueError(f"state dict has {layers} layers but this GPT has "
+                             f"n_layer={self.config.n_layer} {prefix}")
         if strict:
-            missing = sorted(set(own) - set(state_dict))
-            unexpected = sorted(set(state_dict) - set(own))
-            shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-            if missing or unexpected or shapes:
-                parts = []
-                if missing:
-                    parts.append(f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}")
-                if unexpected:
-                    parts.append(f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
-                if shapes:
-                    k = shapes[0]
-                    parts.append(f"shape of {k}: checkpoint {list(state_dict[k].shape)} vs "
-                                 f"model {list(own[k].shape)}")
-                raise ValueError("state dict does not match this GPT configuration "
-                                 f"({self.describe()}): " + "; ".join(parts))
+            for key in own:
+                if key not in state_dict:
+                    raise ValueError(f"state dict does not match this GPT configuration "
+                                     f"{prefix}: missing key {key!r}")
+            for key in state_dict:
+                if key not in own:
+                    raise ValueError(f"state dict does not match this GPT configuration "
+                                     f"{prefix}: unexpected key {key!r}")
+        for key, value in state_dict.items():
+            if key in own:
+                if not isinstance(value, Tensor):
+                    raise TypeError(f"state dict entry {key!r} is a "
+                                    f"{type(value).__name__}, not a tensor")
+                if value.shape != own[key].shape:
+                    raise ValueError(f"state dict does not match this GPT configuration "
+                                     f"{prefix}: shape of {key}: checkpoint "
+                                     f"{list(value.shape)} vs model {list(own[key].shape)}")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        r"""As :meth:`torch.nn.Module.load_state_dict`, but all or nothing: a state dict
+        from another configuration is refused by :meth:`check_state_dict`, naming the first
+        mismatch, before any weight is copied (torch would copy the matching tensors
+        first), so the model is left as it was."""
+        self.check_state_dict(state_dict, strict=strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def describe(self) -> str:
@@ -291,63 +403,134 @@ class GPT(nn.Module):
                 f"attention={c.attention}, v0={c.v0}")
 
     @classmethod
-    def from_gpt2_state_dict(cls, state_dict: Dict[str, Tensor], **overrides) -> "GPT":
-        r"""A GPT with the weights of a Hugging Face ``GPT2LMHeadModel`` state dict object
-        (no download). Sizes are read from the tensors; ``overrides`` set other config
-        fields (``activation="gelu_tanh"`` matches GPT-2's ``gelu_new``)."""
-        sd = {k: v for k, v in state_dict.items() if not k.endswith(".attn.bias")
-              and not k.endswith(".attn.masked_bias")}
+    def from_gpt2_state_dict(cls, state_dict: Union[Mapping[str, Tensor], nn.Module],
+                             config: Any = None, **overrides) -> "GPT":
+        r"""A GPT with the weights of a Hugging Face GPT-2 (no download).
+
+        ``state_dict`` is a ``GPT2LMHeadModel`` state dict, or the ``GPT2LMHeadModel``
+        itself. Sizes are read from the tensors. The rest of the architecture comes
+        from the ``GPT2Config`` (``config``, or the model's own): ``n_head`` and the
+        activation (``gelu_new`` is ``activation="gelu_tanh"``); settings this GPT
+        cannot express (another MLP width or LayerNorm epsilon, unscaled attention) are
+        refused. With a bare state dict, pass ``n_head=`` (GPT-2 state dicts do not
+        record it) and ``activation=`` by hand. ``overrides`` set other
+        :class:`GPTConfig` fields (dropout, kernel, ...); they may not contradict the
+        ``GPT2Config``."""
+        if isinstance(state_dict, nn.Module):
+            if config is None:
+                config = getattr(state_dict, "config", None)
+            state_dict = state_dict.state_dict()
+        if not isinstance(state_dict, Mapping):
+            raise TypeError("from_gpt2_state_dict takes a GPT2LMHeadModel or its state dict, "
+                            f"got {type(state_dict).__name__}")
+        sd = _without_gpt2_buffers(state_dict)
         try:
             vocab_size, n_embd = sd["transformer.wte.weight"].shape
             block_size = sd["transformer.wpe.weight"].shape[0]
         except KeyError as e:
             raise ValueError(f"not a GPT2LMHeadModel state dict: no {e.args[0]}") from None
-        n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+        n_layer = _layer_count(sd, "transformer.h.")
+        if n_layer is None:
+            raise ValueError("not a GPT2LMHeadModel state dict: no transformer.h.<layer> keys")
+        if config is not None:
+            for name, value in _from_gpt2_config(config, vocab_size=vocab_size, n_embd=n_embd,
+                                                 block_size=block_size,
+                                                 n_layer=n_layer).items():
+                if name in overrides and overrides[name] != value:
+                    raise ValueError(f"{name}={overrides[name]!r} contradicts the GPT2Config "
+                                     f"({name}={value!r})")
+                overrides[name] = value
         if "n_head" not in overrides:
-            raise ValueError("GPT-2 state dicts do not record the number of heads: pass n_head=")
-        config = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer,
-                           n_embd=n_embd, bias="transformer.ln_f.bias" in sd, **overrides)
-        model = cls(config)
+            raise ValueError("GPT-2 state dicts do not record the number of heads: pass "
+                             "n_head=, or the GPT2LMHeadModel or its GPT2Config")
+        for name in ("block_size", "vocab_size", "n_layer", "n_embd", "bias"):
+            if name in overrides:
+                raise ValueError(f"{name} is read from the GPT-2 weights; do not pass it")
+        gpt_config = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer,
+                               n_embd=n_embd, bias="transformer.ln_f.bias" in sd, **overrides)
+        model = cls(gpt_config)
         model.load_gpt2_state_dict(sd)
         return model
 
-    @torch.no_grad()
-    def load_gpt2_state_dict(self, sd: Dict[str, Tensor]) -> None:
-        r"""Copies GPT-2 weights (Hugging Face names, ``Conv1D`` layout) into this model."""
-        C = self.config.n_embd
+    def gpt2_weights(self, sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        r"""This model's state-dict entries from GPT-2 weights (Hugging Face names,
+        ``Conv1D`` layout), all checked: the layer count, every key this model needs
+        (missing), every key it cannot use (unexpected) and every shape. Raises a
+        :class:`ValueError` naming the first mismatch."""
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"GPT-2 weights must be a state dict, got {type(sd).__name__}")
+        sd = _without_gpt2_buffers(sd)
+        C, L = self.config.n_embd, self.config.n_layer
         own = self.state_dict()
+        layers = _layer_count(sd, "transformer.h.")
+        if layers != L:
+            raise ValueError(f"the GPT-2 state dict has {layers or 0} layers but this GPT "
+                             f"has n_layer={L}")
+        used = set()
 
-        def put(name: str, value: Tensor) -> None:
-            if own[name].shape != value.shape:
-                raise ValueError(f"GPT-2 weight for {name} has shape {list(value.shape)}, "
-                                 f"this model has {list(own[name].shape)}")
-            own[name].copy_(value)
+        def get(key: str) -> Tensor:
+            if key not in sd:
+                raise ValueError(f"the GPT-2 state dict has no {key!r} (this GPT "
+                                 f"{'has' if self.config.bias else 'has no'} biases)")
+            used.add(key)
+            return sd[key]
 
-        put("transformer.wte.weight", sd["transformer.wte.weight"])
-        put("transformer.wpe.weight", sd["transformer.wpe.weight"])
-        for name in ("weight", "bias"):
-            if f"transformer.ln_f.{name}" in sd:
-                put(f"transformer.ln_f.{name}", sd[f"transformer.ln_f.{name}"])
-        for layer in range(self.config.n_layer):
+        out: Dict[str, Tensor] = {"transformer.wte.weight": get("transformer.wte.weight"),
+                                  "transformer.wpe.weight": get("transformer.wpe.weight")}
+        params = ["weight", "bias"] if self.config.bias else ["weight"]
+        for name in params:
+            out[f"transformer.ln_f.{name}"] = get(f"transformer.ln_f.{name}")
+        for layer in range(L):
             hf, ours = f"transformer.h.{layer}.", f"transformer.h.layers.{layer}."
             attn, mlp = ours + "0.", ours + "1."
-            w = sd[hf + "attn.c_attn.weight"].t()  # Conv1D: [in, 3C] -> [3C, in]
-            for part, lin in zip(w.split(C, 0), ("lin_query", "lin_key", "lin_value")):
-                put(attn + f"conv.{lin}.weight", part)
-            if hf + "attn.c_attn.bias" in sd:
-                for part, lin in zip(sd[hf + "attn.c_attn.bias"].split(C), ("lin_query", "lin_key", "lin_value")):
-                    put(attn + f"conv.{lin}.bias", part)
-            put(attn + "out.0.weight", sd[hf + "attn.c_proj.weight"].t())
-            put(mlp + "conv.c_fc.weight", sd[hf + "mlp.c_fc.weight"].t())
-            put(mlp + "conv.c_proj.weight", sd[hf + "mlp.c_proj.weight"].t())
-            for name in ("weight", "bias"):
+            for name in params:
+                c_attn = get(hf + f"attn.c_attn.{name}")
+                if c_attn.shape[-1] != 3 * C:
+                    raise ValueError(f"GPT-2 weight {hf}attn.c_attn.{name} has shape "
+                                     f"{list(c_attn.shape)}; this GPT needs [..., {3 * C}]")
+                parts = c_attn.t().split(C, 0) if name == "weight" else c_attn.split(C)
+                for part, lin in zip(parts, ("lin_query", "lin_key", "lin_value")):
+                    out[attn + f"conv.{lin}.{name}"] = part
                 for src, dst in (("ln_1", attn + "norm"), ("ln_2", mlp + "norm"),
-                                 ("attn.c_proj", attn + "out.0"), ("mlp.c_fc", mlp + "conv.c_fc"),
+                                 ("attn.c_proj", attn + "out.0"),
+                                 ("mlp.c_fc", mlp + "conv.c_fc"),
                                  ("mlp.c_proj", mlp + "conv.c_proj")):
-                    if name == "bias" and hf + f"{src}.bias" in sd:
-                        put(f"{dst}.bias", sd[hf + f"{src}.bias"])
-                    elif name == "weight" and src.startswith("ln"):
-                        put(f"{dst}.weight", sd[hf + f"{src}.weight"])
+                    value = get(hf + f"{src}.{name}")
+                    # Conv1D stores [in, out]: a Linear weight is its transpose
+                    transpose = name == "weight" and not src.startswith("ln")
+                    out[f"{dst}.{name}"] = value.t() if transpose else value
+        head = sd.get("lm_head.weight")
+        if head is not None:
+            used.add("lm_head.weight")
+            if head.shape != out["transformer.wte.weight"].shape or not torch.equal(
+                    head, out["transformer.wte.weight"]):
+                raise ValueError("lm_head.weight differs from transformer.wte.weight: this GPT "
+                                 "ties its head to the token embedding, as GPT-2 does")
+        unexpected = [k for k in sd if k not in used]
+        if unexpected:
+            raise ValueError(f"the GPT-2 state dict has a key this GPT cannot use: "
+                             f"{unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)"
+                                                     if len(unexpected) > 1 else ""))
+        for key, value in out.items():
+            if key not in own:
+                raise ValueError(f"this GPT ({self.describe()}) has no {key!r}: it is not "
+                                 "a GPT-2 architecture")
+            if value.shape != own[key].shape:
+                raise ValueError(f"GPT-2 weight for {key} has shape {list(value.shape)}, "
+                                 f"this model has {list(own[key].shape)}")
+        return out
+
+    @torch.no_grad()
+    def load_gpt2_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        r"""Copies GPT-2 weights (Hugging Face names, ``Conv1D`` layout) into this model,
+        all or nothing: :meth:`gpt2_weights` checks every key and shape first, so a state
+        dict of another configuration fails before any weight is copied. Parameters GPT-2
+        does not have (momentum scalars, velocity embeddings, the pause token) keep their
+        values."""
+        weights = self.gpt2_weights(sd)
+        own = self.state_dict()
+        for key, value in weights.items():
+            own[key].copy_(value)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

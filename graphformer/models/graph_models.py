@@ -43,6 +43,24 @@ class FeatureEmbedding(nn.Module):
         return sum(emb(x[:, f]) for f, emb in enumerate(self.embeddings))
 
 
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_features(x: Tensor, encoder: nn.Module) -> None:
+    r"""Clear errors for float features that do not fit a linear encoder (integer
+    features are checked by :class:`FeatureEmbedding`)."""
+    if not isinstance(encoder, nn.Linear):
+        return
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be float node features [N, {encoder.in_features}], got {got}")
+    if x.dim() != 2 or x.size(1) != encoder.in_features:
+        raise ValueError(f"x must have shape [N, {encoder.in_features}], got {list(x.shape)}")
+
+
 class GraphModel(nn.Module):
     r"""Encoder, a stack of any conv, a read-out and a linear head.
 
@@ -86,7 +104,10 @@ class GraphModel(nn.Module):
         """
         if block not in ("post_norm", "pre_norm"):
             raise ValueError(f"unknown block {block!r}; valid: post_norm, pre_norm")
+        _check_sizes(hidden_channels=hidden_channels, out_channels=out_channels,
+                     num_layers=num_layers)
         if isinstance(in_channels, int):
+            _check_sizes(in_channels=in_channels)
             encoder = nn.Linear(in_channels, hidden_channels)
         else:
             encoder = FeatureEmbedding(in_channels, hidden_channels)
@@ -115,13 +136,23 @@ class GraphModel(nn.Module):
             last_edge_index (optional): the last layer's graph (e.g. fully adjacent).
             return_states (bool): also return the stack's states ``[x_0, ..., x_L]``.
         """
+        _check_features(x, self.encoder)
+        if index is not None and self.readout == "node":
+            N = x.size(0)
+            if index.dtype == torch.bool:
+                if index.numel() != N:
+                    raise ValueError(f"index mask has {index.numel()} entries but there are "
+                                     f"{N} nodes")
+            elif index.is_floating_point():
+                raise TypeError(f"index must hold node indices or be a bool mask, got "
+                                f"dtype {index.dtype}")
+            elif index.numel() and (int(index.min()) < -N or int(index.max()) >= N):
+                bad = int(index.max()) if int(index.max()) >= N else int(index.min())
+                raise ValueError(f"index has node {bad} but there are {N} nodes")
         h = self.encoder(x)
         h, states = self.stack(h, edge_index, return_states=True, last_edge_index=last_edge_index)
         if self.readout == "node":
             if index is not None:
-                if index.dtype == torch.bool and index.numel() != h.size(0):
-                    raise ValueError(f"index mask has {index.numel()} entries but there are "
-                                     f"{h.size(0)} nodes")
                 h = h[index]
         else:
             if batch is None:
@@ -163,6 +194,8 @@ class HybridModel(nn.Module):
                  scheme: str = "lie_trotter", readout: str = "node",
                  dropout: float = 0.0) -> None:
         super().__init__()
+        _check_sizes(in_channels=in_channels, hidden_channels=hidden_channels,
+                     out_channels=out_channels, num_layers=num_layers, heads=heads)
         if hidden_channels % heads:
             raise ValueError(f"heads={heads} must divide hidden_channels={hidden_channels}")
         if readout not in READOUTS:
@@ -185,6 +218,7 @@ class HybridModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,
                 return_states: bool = False):
+        _check_features(x, self.encoder)
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
         everyone = CausalGraph.from_batch(batch, causal=False)

@@ -6,7 +6,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from graphformer.graph import CausalGraph
+from graphformer.graph import CausalGraph, check_edge_index
 
 __all__ = ['AddPauseTokens', 'PausedGraph', 'pause_layout']
 
@@ -18,6 +18,22 @@ class PausedGraph(NamedTuple):
     graph: CausalGraph  #: the token DAG with the pause nodes
     pause_mask: Tensor  #: :obj:`[N_new]`, :obj:`True` at pause nodes
     index: Tensor  #: :obj:`[N_old]`, new node index of every old node
+
+
+def _check_layout(num_pause: int, layout: str, every: Optional[int]) -> None:
+    if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
+            or num_pause < 0:
+        raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: "
+                         f"{', '.join(LAYOUTS)}")
+    if layout == 'every' and (isinstance(every, bool)
+                              or not isinstance(every, int) or every < 1):
+        raise ValueError(f"layout='every' needs every= a positive int, got "
+                         f"{every!r}")
+    if layout != 'every' and every is not None:
+        raise ValueError(f"every= is only used with layout='every', not "
+                         f"{layout!r}")
 
 
 def pause_layout(
@@ -40,6 +56,13 @@ def pause_layout(
         :obj:`(new_lengths [B], index [N_old], pause_mask [N_new])`, with
         :obj:`index` the new position (global node index) of every old node.
     """
+    if not isinstance(lengths, Tensor) or lengths.dim() != 1 \
+            or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be a 1-D integer tensor, got "
+                        f"{lengths!r}")
+    if lengths.numel() and int(lengths.min()) < 0:
+        raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
+    _check_layout(num_pause, layout, every)
     lengths = lengths.long()
     B = lengths.numel()
     dev = lengths.device
@@ -130,20 +153,7 @@ class AddPauseTokens(BaseTransform):
         move_readout: bool = True,
         causal: bool = True,
     ) -> None:
-        if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
-                or num_pause < 0:
-            raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; valid layouts: "
-                             f"{', '.join(LAYOUTS)}")
-        if layout == 'every':
-            if isinstance(every, bool) or not isinstance(every, int) \
-                    or every < 1:
-                raise ValueError(f"layout='every' needs every= a positive int,"
-                                 f" got {every!r}")
-        elif every is not None:
-            raise ValueError(f"every= is only used with layout='every', not "
-                             f"{layout!r}")
+        _check_layout(num_pause, layout, every)
         self.num_pause = num_pause
         self.layout = layout
         self.every = every
@@ -234,6 +244,12 @@ class AddPauseTokens(BaseTransform):
                              "num_nodes)")
         batch = data.batch if 'batch' in data else None
         if batch is not None:
+            if batch.is_floating_point() or batch.dtype == torch.bool:
+                raise TypeError(f"batch must hold integer sequence ids, got "
+                                f"dtype {batch.dtype}")
+            if N and int(batch.min()) < 0:
+                raise ValueError(f"batch has a negative sequence id "
+                                 f"({int(batch.min())})")
             if batch.numel() != N:
                 raise ValueError(f"batch has {batch.numel()} entries but the "
                                  f"data has {N} nodes")
@@ -244,6 +260,11 @@ class AddPauseTokens(BaseTransform):
                                      if N else 0)
         else:
             lengths = torch.tensor([N])
+        if 'edge_index' in data and data.edge_index is not None:
+            check_edge_index(data.edge_index, N, of="Data")
+        for key in ('root_index', 'root_mask'):
+            if key in data:
+                self._check_readout(data[key], key, N)
         new_lengths, index, pause_mask = self._layout(lengths)
         M = pause_mask.numel()
         ptr = torch.cat([new_lengths.new_zeros(1), new_lengths.cumsum(0)])
@@ -303,6 +324,28 @@ class AddPauseTokens(BaseTransform):
         if 'num_nodes' in data._store:
             out.num_nodes = M
         return out
+
+    @staticmethod
+    def _check_readout(value: Tensor, key: str, num_nodes: int) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data.{key} must be a tensor, got "
+                            f"{type(value).__name__}")
+        if key == 'root_mask':
+            if value.dtype != torch.bool or value.numel() != num_nodes:
+                raise ValueError(f"data.root_mask must be a bool tensor with "
+                                 f"one entry per node ({num_nodes}), got "
+                                 f"dtype {value.dtype}, {value.numel()} "
+                                 "entries")
+            return
+        if value.is_floating_point() or value.dtype == torch.bool:
+            raise TypeError(f"data.root_index must hold node indices, got "
+                            f"dtype {value.dtype}")
+        if value.numel() and (int(value.min()) < 0
+                              or int(value.max()) >= num_nodes):
+            bad = int(value.min()) if int(value.min()) < 0 \
+                else int(value.max())
+            raise ValueError(f"data.root_index has node {bad} but the Data "
+                             f"has {num_nodes} nodes")
 
     def __repr__(self) -> str:
         extra = f', every={self.every}' if self.layout == 'every' else ''

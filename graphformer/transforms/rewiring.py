@@ -38,6 +38,13 @@ def fully_adjacent_edges(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: "
                          f"{', '.join(MODES)}")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) \
+            or num_nodes < 0:
+        raise ValueError(f"num_nodes must be an int >= 0, got {num_nodes!r}")
+    batch = _index_tensor(batch, "batch")
+    root_index = _index_tensor(root_index, "root_index")
+    if batch is not None and num_nodes and int(batch.min()) < 0:
+        raise ValueError(f"batch has a negative graph index ({int(batch.min())})")
     dev = batch.device if batch is not None else (
         root_index.device if root_index is not None else None)
     if batch is None:
@@ -56,6 +63,9 @@ def fully_adjacent_edges(
         if root_index.numel() != B:
             raise ValueError(f"root_index has {root_index.numel()} entries "
                              f"for {B} graph(s)")
+        if B and int(root_index.min()) < 0:
+            raise ValueError(f"root_index has a negative node index "
+                             f"({int(root_index.min())})")
         if B and (int(root_index.max()) >= num_nodes
                   or bool((batch[root_index] != torch.arange(
                       B, device=batch.device)).any())):
@@ -75,6 +85,20 @@ def fully_adjacent_edges(
                    counts[batch].cumsum(0)[:-1]]), counts[batch])
     src = start + torch.arange(tgt.numel(), device=batch.device) - first
     return torch.stack([src, tgt])
+
+
+def _index_tensor(t: Optional[Tensor], name: str) -> Optional[Tensor]:
+    r"""``t`` as a 1-D long tensor, refusing floats and bools (which
+    ``.long()`` would silently turn into other indices)."""
+    if t is None:
+        return None
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got "
+                        f"{type(t).__name__}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer indices, got dtype "
+                        f"{t.dtype}")
+    return t.view(-1).long()
 
 
 class FullyAdjacentLastLayer(BaseTransform):
