@@ -437,10 +437,11 @@ class _Dist:
     local_rank: int = 0
     world_size: int = 1
     created: bool = False  # we called init_process_group, so we tear it down
+    group: bool = False  # a process group is in use (even one of a single process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group
 
     @property
     def master(self) -> bool:
@@ -448,17 +449,21 @@ class _Dist:
 
 
 def _setup_distributed(device_str: str) -> _Dist:
+    r"""The process group of the run: the one already initialised (by the caller, e.g.
+    ``benchmarks/lm.py`` under ``torchrun``, or a test's one-process group), else one
+    created from ``torchrun``'s environment when ``WORLD_SIZE > 1``, else none."""
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+        return _Dist(rank, local_rank, dist.get_world_size(), created=False, group=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    created = False
-    if not dist.is_initialized():
-        use_cuda = device_str != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        created = True
-    return _Dist(dist.get_rank(), local_rank, dist.get_world_size(), created)
+    use_cuda = device_str != "cpu" and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return _Dist(dist.get_rank(), local_rank, dist.get_world_size(), created=True, group=True)
 
 
 def _resolve_device(device: str, ddp: _Dist) -> torch.device:
