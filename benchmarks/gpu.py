@@ -64,7 +64,7 @@ TOY_LM = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "
           "--dtype", "float32"]
 ARCHS = ("gpt", "nesterov")
 #: Seconds each step may take at most (real run); the LM runs share what is left.
-CAPS = {"pytest": 120, "speed": 60, "thresholds": 75, "calibrate": 50}
+CAPS = {"pytest": 120, "speed": 50, "thresholds": 60, "calibrate": 60}
 #: Seconds kept back for the LM runs while the earlier steps are boxed (calibration
 #: included), and for the two main runs while they are calibrated.
 LM_RESERVE, RUNS_RESERVE = 280, 180
@@ -194,7 +194,7 @@ def _load_speed():
 def sweep_thresholds(device_name: str, dtype_name: str, *, tokens: int, length: int,
                      doc_lengths: List[float], lengths: List[int], window: int,
                      heads: int, head_dim: int, repeats: int, warmup: int,
-                     seed: int) -> dict:
+                     seed: int, path: Optional[Path] = None) -> dict:
     r"""Measure the two kernel-choice thresholds of :mod:`graphformer.nn.kernels` by
     forward + backward of ``AttentionConv`` (speed.py's timing: interleaved rounds,
     medians):
@@ -208,6 +208,9 @@ def sweep_thresholds(device_name: str, dtype_name: str, *, tokens: int, length: 
       in sequences of each length: masked SDPA against FlexAttention. The threshold is the
       shortest length from which FlexAttention wins at every longer one (``None`` if it
       never does).
+
+    With :obj:`path`, the JSON is rewritten after every measurement, so that a sweep
+    stopped by its time box keeps what it measured.
     """
     import torch
 
@@ -229,8 +232,31 @@ def sweep_thresholds(device_name: str, dtype_name: str, *, tokens: int, length: 
         times = speed.time_group(rows, repeats, warmup, device)
         return {k: statistics.median(t) * 1e3 for k, t in times.items()}
 
+    result = {
+        "device": device_name, "dtype": dtype_name,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "heads": heads, "head_dim": head_dim, "tokens": tokens,
+        "length": length, "window": window,
+        "current": {"dense_min_density": kernels.DENSE_MIN_DENSITY.get(device.type),
+                    "flex_min_length": kernels.FLEX_MIN_LENGTH},
+        "measured": {"dense_min_density": None, "flex_min_length": None},
+        "density_sweep": [], "length_sweep": [], "complete": False,
+    }
+    density_rows, length_rows = result["density_sweep"], result["length_sweep"]
+
+    def keep() -> None:
+        wins = [r["density"] for r in density_rows if r["edge_wins"]]
+        result["measured"]["dense_min_density"] = max(wins) if wins else None
+        flex_from = None
+        for i, r in enumerate(length_rows):
+            if all(s["flex_wins"] for s in length_rows[i:]):
+                flex_from = r["length"]
+                break
+        result["measured"]["flex_min_length"] = flex_from
+        if path is not None:
+            Path(path).write_text(json.dumps(result, indent=1) + "\n")
+
     batch = max(1, tokens // length)
-    density_rows = []
     for doc in doc_lengths:
         graph = CausalGraph.from_lengths([length] * batch).with_documents(
             packed_documents(batch, length, doc, seed=seed))
@@ -239,29 +265,17 @@ def sweep_thresholds(device_name: str, dtype_name: str, *, tokens: int, length: 
         density_rows.append(dict(doc_length=doc, density=density, edge_ms=ms["edge"],
                                  fused_ms=ms[fused], fused=fused,
                                  edge_wins=ms["edge"] < ms[fused]))
-    wins = [r["density"] for r in density_rows if r["edge_wins"]]
-    length_rows = []
+        keep()
     if device.type == "cuda":
         for T in lengths:
             graph = CausalGraph.from_lengths([T] * max(1, tokens // T)).with_window(window)
             ms = race(graph, ["sdpa", "flex"])
             length_rows.append(dict(length=T, sdpa_ms=ms["sdpa"], flex_ms=ms["flex"],
                                     flex_wins=ms["flex"] < ms["sdpa"]))
-    flex_from = None
-    for i, r in enumerate(length_rows):
-        if all(s["flex_wins"] for s in length_rows[i:]):
-            flex_from = r["length"]
-            break
-    return {
-        "device": device_name, "dtype": dtype_name,
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch": torch.__version__, "heads": heads, "head_dim": head_dim,
-        "current": {"dense_min_density": kernels.DENSE_MIN_DENSITY.get(device.type),
-                    "flex_min_length": kernels.FLEX_MIN_LENGTH},
-        "measured": {"dense_min_density": max(wins) if wins else None,
-                     "flex_min_length": flex_from},
-        "density_sweep": density_rows, "length_sweep": length_rows,
-    }
+            keep()
+    result["complete"] = True
+    keep()
+    return result
 
 
 # ---------------------------------------------------------------------- LM
@@ -370,9 +384,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                            head_dim=64, repeats=10, warmup=2))
         code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import gpu; "
                 f"r = gpu.sweep_thresholds({device!r}, {dtype!r}, seed={args.seed}, "
-                f"**{sweep!r}); "
-                f"open({str(args.out / 'thresholds.json')!r}, 'w').write(json.dumps(r, "
-                "indent=1) + '\\n'); print(json.dumps(r['measured']))")
+                f"path={str(args.out / 'thresholds.json')!r}, **{sweep!r}); "
+                "print(json.dumps(r['measured']))")
         steps.run("thresholds", [py, "-c", code], CAPS["thresholds"], reserve=LM_RESERVE)
 
     # 4. nanoGPT's Shakespeare configuration, gpt and nesterov
@@ -391,36 +404,55 @@ def main(argv: Optional[List[str]] = None) -> int:
         tokens_per_iter = 4 * 16 if dry else 64 * 256
         eval_interval = 2 if dry else 250
         rates = {}
-        # calibration: compile, then the steady rate of 150 steps (the rehearsal calibrates
-        # gpt only, and plans nesterov from it, to stay under a minute)
+        # calibration: compile (which warms the compiler's cache for the real run), then
+        # the steady rate of 60 steps (the rehearsal calibrates gpt only, to stay under a
+        # minute)
         for arch in ARCHS[:1] if dry else ARCHS:
-            cal_iters = "4" if dry else "150"
+            cal_iters = "4" if dry else "60"
             steps.run(f"calibrate-{arch}", base + [
                 "--arch", arch, "--max_iters", cal_iters, "--eval_interval", cal_iters,
                 "--eval_iters", "1", "--out", str(args.out / "calibrate")],
                 CAPS["calibrate"], reserve=RUNS_RESERVE)
             rates[arch] = read_lm(args.out / "calibrate" / f"{arch}-s{args.seed}").get(
                 "tokens_per_sec_steady")
+        # the same number of iterations for every variant (a fair comparison), as many as
+        # the time left holds: seconds per iteration summed over the variants, an
+        # evaluation of 200 forward passes every 250 steps (about 67 steps' worth: 22% of
+        # the time), and 30 s of start-up and compilation per run
+        known = [r for r in rates.values() if r]
+        guess = min(known) if known else None
+        per_iter = sum(tokens_per_iter / (rates.get(a) or guess) for a in ARCHS) if guess \
+            else None
+        keep_back = args.min_oversquash / 2 if "oversquash" not in args.skip and not dry \
+            else 0.0
+        seconds = steps.left() - keep_back - 30 * len(ARCHS)
+        if per_iter:  # plan_iters with the variants' combined rate
+            iters = plan_iters(tokens_per_iter / per_iter, seconds, tokens_per_iter,
+                               args.iters, eval_interval, eval_share=0.22)
+        else:  # no rate measured: the full count, and the time boxes may cut the runs
+            iters = args.iters
+        if dry:
+            iters = min(iters, 4)
+        plan_note = (f"{iters} iterations per variant, planned from "
+                     + (", ".join(f"{a} {r:,.0f}" for a, r in rates.items() if r)
+                        + " tokens/s (steady, calibration)" if known else "no measured rate"))
+        print(f"[gpu] lm: {plan_note}", flush=True)
         runs = {}
         for i, arch in enumerate(ARCHS):
-            share = steps.left() / (len(ARCHS) - i)
-            if "oversquash" not in args.skip and not dry:
-                share = (steps.left() - args.min_oversquash / 2) / (len(ARCHS) - i)
-            # an evaluation of 200 forward passes every 250 steps costs about 67 steps:
-            # a fifth of the time; 30 s for start-up and compilation
-            rate = rates.get(arch, rates[ARCHS[0]])
-            iters = plan_iters(rate, share - 30, tokens_per_iter, args.iters, eval_interval,
-                               eval_share=0.22)
-            if dry:
-                iters = min(iters, 4)
+            later = ARCHS[i + 1:]
+            # this run's box: the time left less what the later runs are planned to take
+            need_later = sum(30 + iters * tokens_per_iter / (rates.get(a) or guess) / 0.78
+                             for a in later) if guess else 0.0
+            box = steps.left() - keep_back - need_later
+            if not guess:
+                box = (steps.left() - keep_back) / (len(ARCHS) - i)
             step = steps.run(arch, base + ["--arch", arch, "--max_iters", str(iters),
-                                           "--out", str(lm_out)], share,
-                             note=f"{iters} iterations planned from "
-                                  f"{f'{rate:,.0f}' if rate else 'no'} tokens/s measured")
+                                           "--out", str(lm_out)], box, note=plan_note)
             runs[arch] = read_lm(lm_out / f"{arch}-s{args.seed}") | {
-                "planned_iters": iters, "status": step["status"]}
+                "planned_iters": iters, "status": step["status"],
+                "calibration_tokens_per_sec": rates.get(arch)}
         summary = {"config": " ".join(config), "data": str(data) if data else None,
-                   "data_note": data_note, "device": device, "runs": runs,
+                   "data_note": data_note, "plan": plan_note, "device": device, "runs": runs,
                    "nanogpt_reference": {"best_val_loss": 1.4697, "gpu": "A100",
                                          "iters": 5000, "minutes": 3}}
         (args.out / "lm_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
