@@ -3,6 +3,8 @@
 #   make test   builds .venv on first use, then runs the test suite
 # and one more builds the documentation on the same .venv:
 #   make docs   HTML in docs/_build/html (tutorials executed, warnings are errors), doctests
+# and, on a GPU machine, with its own .venv-gpu (torch for CUDA, not the pin below):
+#   make gpu    the GPU run: every CUDA figure as JSON under OUT (default results/gpu)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

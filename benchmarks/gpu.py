@@ -100,6 +100,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error("--budget and --iters must be positive")
     if args.data is not None and not Path(args.data).is_file():
         p.error(f"--data {args.data}: no such file")
+    # the steps run from the repository root: absolute paths mean the same there
+    args.out = args.out.resolve()
+    if args.data is not None:
+        args.data = str(Path(args.data).resolve())
     return args
 
 
