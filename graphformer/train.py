@@ -99,7 +99,10 @@ def _check_real(name: str, value: Any, positive: bool = False) -> None:
 
 @dataclass
 class TrainConfig:
-    r"""Everything :func:`train` needs besides the model and the corpus.
+    r"""Everything :func:`train` needs besides the model and the corpus. Every field is
+    checked when the config is made: a value of the wrong type or out of range (a negative
+    ``min_lr``, a ``beta2`` of 1, an unknown device name, ...) raises a :class:`TypeError`
+    or :class:`ValueError` that names the field.
 
     Args:
         max_iters (int): optimizer steps.
