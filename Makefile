@@ -5,6 +5,8 @@
 #   make docs   HTML in docs/_build/html (tutorials executed, warnings are errors), doctests
 #               (then `.venv/bin/python docs/check_offline.py`: the HTML loads nothing
 #               from the network; add `--browser chromium` to check it in a browser)
+# and, on a GPU machine, with its own .venv-gpu (torch for CUDA, not the pin below):
+#   make gpu    the GPU run: every CUDA figure as JSON under OUT (default results/gpu)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +14,7 @@ BIN := $(VENV)/bin
 # resolves a newer torch (with GBs of CUDA wheels) for the project's range.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test speed docs clean
+.PHONY: run test speed docs clean gpu
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +46,10 @@ docs: $(BIN)/.installed-docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/auto_examples docs/gen_modules
+
+# The GPU run on a GPU machine (its own .venv-gpu with torch for CUDA, not the CPU pin
+# above): every figure as JSON under OUT, in 10 minutes. `make gpu ARGS=--dry-run`
+# rehearses it on the CPU. See docs/gpu.md.
+OUT ?= results/gpu
+gpu:
+	bash benchmarks/gpu.sh $(OUT) $(ARGS)

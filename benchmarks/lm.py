@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from graphformer.datasets import load_corpus
+from graphformer.device import check_compile, resolve_device
 from graphformer.models import GPT, GPTConfig
 from graphformer.train import CHECKPOINT_NAME, TrainConfig, train
 
@@ -101,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--grad_accum", type=int, default=1)
     o.add_argument("--max_iters", type=int, default=2000)
     o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--min_lr", type=float, default=1e-4)
+    o.add_argument("--min_lr", type=float, default=None, help="default: --lr / 10")
     o.add_argument("--warmup", type=int, default=100)
     o.add_argument("--lr_decay_iters", type=int, default=None, help="default: max_iters")
     o.add_argument("--scalar_lr", type=float, default=None,
@@ -129,7 +131,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--table needs --compare ARCH ...")
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite contradict each other")
+    check_args(p, args)
     return args
+
+
+#: ``TrainConfig`` fields whose flag has another name.
+FLAG_OF = {"learning_rate": "--lr", "warmup_iters": "--warmup"}
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    r"""Refuse bad flags before any data is read or any run starts: with the parser's
+    usage line, the flag and what is wrong with its value (``p.error`` exits with 2)."""
+    for name, values in (("--compare", args.compare or []), ("--seeds", args.seeds)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            p.error(f"{name} names {', '.join(repeated)} more than once")
+    if not 0.0 < args.val_fraction < 1.0:
+        p.error(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
+    if args.num_chars < 1:
+        p.error(f"--num_chars must be positive, got {args.num_chars}")
+    if args.vocab_size is not None and args.vocab_size < 1:
+        p.error(f"--vocab_size must be positive, got {args.vocab_size}")
+    if args.pause_every < 1 and "pause" in (args.compare or [args.arch]):
+        p.error(f"--pause_every must be positive for the pause variant, got "
+                f"{args.pause_every}")
+    if not 0.0 <= args.dropout < 1.0:
+        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    try:
+        device = resolve_device(args.device)
+        if args.compile:
+            check_compile(device)
+    except (ValueError, TypeError, RuntimeError) as e:
+        p.error(f"--device {args.device}{' --compile' if args.compile else ''}: {e}")
+    try:  # the configurations check every value they hold
+        for arch in args.compare or [args.arch]:
+            model_config(args, arch, args.vocab_size or 256)
+        train_config(args, args.seeds[0], Path(args.out))
+    except (ValueError, TypeError) as e:
+        field = re.search(r"TrainConfig\.(\w+)", str(e))
+        flag = FLAG_OF.get(field.group(1), f"--{field.group(1)}") if field else None
+        p.error(f"{flag}: {e}" if flag else str(e))
 
 
 def model_config(args: argparse.Namespace, arch: str, vocab_size: int) -> GPTConfig:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import random
 import time
@@ -50,6 +51,7 @@ import torch.distributed as dist
 from torch import nn
 
 from graphformer.datasets.text import CharTokenizer, Corpus
+from graphformer.device import check_compile, check_device_name, resolve_device
 from graphformer.io import atomic_write, write_text_atomic
 
 __all__ = [
@@ -73,9 +75,34 @@ LOG_NAME = "log.jsonl"
 VOCAB_NAME = "vocab.json"
 
 
+#: The largest ``TrainConfig.seed``: numpy's seed range (``< 2**32``), less room for the
+#: seed of every process (``seed + rank``) and of the validation batches (``seed + 1``).
+MAX_SEED = 2**32 - 1 - 2**16
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        want = ("a positive int" if low == 1 else f"an int >= {low}") if high is None \
+            else f"an int in [{low}, {high}]"
+        raise ValueError(f"TrainConfig.{name} must be {want}, got {value}")
+
+
+def _check_real(name: str, value: Any, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        want = "a positive" if positive else "a non-negative"
+        raise ValueError(f"TrainConfig.{name} must be {want} finite number, got {value}")
+
+
 @dataclass
 class TrainConfig:
-    r"""Everything :func:`train` needs besides the model and the corpus.
+    r"""Everything :func:`train` needs besides the model and the corpus. Every field is
+    checked when the config is made: a value of the wrong type or out of range (a negative
+    ``min_lr``, a ``beta2`` of 1, an unknown device name, ...) raises a :class:`TypeError`
+    or :class:`ValueError` that names the field.
 
     Args:
         max_iters (int): optimizer steps.
@@ -150,23 +177,45 @@ class TrainConfig:
     peak_flops: float | None = None
 
     def __post_init__(self):
+        # every field, so that a bad value fails here and not deep inside a run
         for name in ("max_iters", "batch_size", "block_size", "grad_accum", "eval_interval",
                      "eval_iters", "log_interval"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {v!r}")
+            _check_int(name, getattr(self, name), low=1)
         for name in ("warmup_iters", "sample_interval", "sample_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be positive, got "
-                             f"{self.learning_rate}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError(f"TrainConfig.checkpoint_interval must be positive, got "
-                             f"{self.checkpoint_interval}")
+            _check_int(name, getattr(self, name), low=0)
+        for name, low in (("lr_decay_iters", 0), ("checkpoint_interval", 1)):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=low)
+        _check_int("seed", self.seed, low=0, high=MAX_SEED)
+        _check_real("learning_rate", self.learning_rate, positive=True)
+        for name in ("min_lr", "scalar_lr", "weight_decay", "grad_clip"):
+            if getattr(self, name) is not None:
+                _check_real(name, getattr(self, name))
+        if self.min_lr is not None and self.min_lr > self.learning_rate:
+            raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) is larger than the peak "
+                             f"learning_rate ({self.learning_rate}): the schedule decays "
+                             f"from learning_rate down to min_lr")
+        for name in ("beta1", "beta2"):
+            _check_real(name, getattr(self, name))
+            if not getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got "
+                                 f"{getattr(self, name)}")
+        if self.peak_flops is not None:
+            _check_real("peak_flops", self.peak_flops, positive=True)
+        for name in ("compile", "overwrite", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TrainConfig.{name} must be True or False, got "
+                                f"{getattr(self, name)!r}")
+        if not isinstance(self.sample_prompt, str):
+            raise TypeError(f"TrainConfig.sample_prompt must be a string, got "
+                            f"{type(self.sample_prompt).__name__}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"TrainConfig.dtype must be 'auto', 'float32' or 'bfloat16', got "
                              f"{self.dtype!r}")
+        check_device_name(self.device)
+        if self.out_dir is not None and not isinstance(self.out_dir, (str, os.PathLike)):
+            raise TypeError(f"TrainConfig.out_dir must be a path or None, got "
+                            f"{type(self.out_dir).__name__}")
 
     def resolved(self) -> "TrainConfig":
         r"""A copy with the defaults that depend on other fields filled in (``min_lr``,
@@ -371,14 +420,14 @@ def _check_resume(ckpt: dict, path: Path, model: nn.Module, corpus: Corpus,
                          f"architecture?): {bad[:5]}")
     if ckpt.get("data", {}).get("corpus") not in (None, corpus.describe()):
         warnings.warn(f"{path}: the corpus differs from the checkpoint's "
-                      f"({ckpt['data']['corpus']} vs {corpus.describe()})", stacklevel=3)
+                      f"({ckpt['data']['corpus']} vs {corpus.describe()})", stacklevel=5)
     old_cfg = ckpt.get("train_config", {})
     changed = [k for k in ("batch_size", "block_size", "grad_accum", "learning_rate",
                            "min_lr", "warmup_iters", "lr_decay_iters", "seed")
                if k in old_cfg and old_cfg[k] != getattr(config, k)]
     if changed:
         warnings.warn(f"{path}: resuming with changed {', '.join(changed)}; the run will not "
-                      f"equal an uninterrupted one", stacklevel=3)
+                      f"equal an uninterrupted one", stacklevel=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,10 +440,11 @@ class _Dist:
     local_rank: int = 0
     world_size: int = 1
     created: bool = False  # we called init_process_group, so we tear it down
+    group: bool = False  # a process group is in use (even one of a single process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group
 
     @property
     def master(self) -> bool:
@@ -402,26 +452,28 @@ class _Dist:
 
 
 def _setup_distributed(device_str: str) -> _Dist:
+    r"""The process group of the run: the one already initialised (by the caller, e.g.
+    ``benchmarks/lm.py`` under ``torchrun``, or a test's one-process group), else one
+    created from ``torchrun``'s environment when ``WORLD_SIZE > 1``, else none."""
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+        return _Dist(rank, local_rank, dist.get_world_size(), created=False, group=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    created = False
-    if not dist.is_initialized():
-        use_cuda = device_str != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        created = True
-    return _Dist(dist.get_rank(), local_rank, dist.get_world_size(), created)
+    use_cuda = device_str != "cpu" and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return _Dist(dist.get_rank(), local_rank, dist.get_world_size(), created=True, group=True)
 
 
 def _resolve_device(device: str, ddp: _Dist) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    r"""The device of this process: :func:`~graphformer.device.resolve_device`, and under
+    ``torchrun`` on CUDA ``cuda:LOCAL_RANK``."""
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but CUDA is not available")
         if ddp.enabled:
             dev = torch.device("cuda", ddp.local_rank)
         elif dev.index is None:
@@ -565,6 +617,8 @@ def train(model: nn.Module, corpus: Corpus, config: TrainConfig | None = None, *
         :class:`TrainResult` (process 0 holds the history; the losses agree on every process).
     """
     config = config if config is not None else TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     ddp = _setup_distributed(config.device)
     try:
         return _train(model, corpus, config, resume, ddp)
@@ -575,12 +629,80 @@ def train(model: nn.Module, corpus: Corpus, config: TrainConfig | None = None, *
 
 def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
            ddp: _Dist) -> TrainResult:
-    t_wall = time.time()
-    cfg = config.resolved()
-    device = _resolve_device(cfg.device, ddp)
-    dtype, autocast = _autocast(cfg, device)
+    r"""The loop, as nanoGPT's ``train.py`` reads: set up (or resume), then at every step
+    evaluate, sample and checkpoint when due, take one optimisation step, log."""
+    run = _setup(model, corpus, config, resume, ddp)
+    cfg = run.cfg
+    while True:
+        last = run.it >= cfg.max_iters
+        at_resume_point = resume and run.it == run.start_iter  # evaluated and saved there
+        do_eval = not at_resume_point and (run.it % cfg.eval_interval == 0 or last)
+        do_sample = (run.master and not at_resume_point and cfg.sample_interval > 0
+                     and run.it > 0 and (run.it % cfg.sample_interval == 0 or last))
+        do_ckpt = run.it > run.start_iter and (run.it % cfg.checkpoint_interval == 0 or last)
+        if do_eval or do_sample or do_ckpt:
+            # tokens/s counts training only: the clock stops for evaluation, samples and
+            # checkpoints
+            run.pending += _elapsed(run.t_step, run.device)
+        if do_eval:
+            _evaluate(run)
+        if do_sample:
+            _log_sample(run)
+        if do_ckpt:
+            _checkpoint(run, evaluated=do_eval)
+        if do_eval or do_sample or do_ckpt:
+            run.t_step = time.time()
+        if last:
+            break
+        loss, lr = _optimisation_step(run)
+        if run.it % cfg.log_interval == 0 or run.it == cfg.max_iters:
+            _log_training(run, loss, lr)
+    run.bar.close()
+    return _result(run)
 
-    # --- check everything before a byte is written -----------------------------------------
+
+@dataclass
+class _Run:
+    r"""Everything a run carries from step to step (what nanoGPT keeps in globals)."""
+
+    cfg: TrainConfig
+    ddp: _Dist
+    corpus: Corpus
+    device: torch.device
+    dtype: str
+    autocast: Any
+    raw: nn.Module  # the model itself: its weights are saved
+    fwd: nn.Module  # the model as called for evaluation (compiled or not)
+    step_model: nn.Module  # the model as called for training (compiled, in DDP or not)
+    optimizer: torch.optim.Optimizer
+    data_gen: torch.Generator
+    ckpt_path: Path | None
+    log: _Log
+    bar: Any
+    start_iter: int
+    num_params: int
+    mfu_flops: float | None  # training FLOPs per token, when peak_flops is given
+    t_wall: float  # when this session began
+    wall_before: float  # wall time of the earlier sessions of a resumed run
+    best_val: float = math.inf
+    val_loss: float = math.nan
+    train_loss: float = math.nan
+    train_time: float = 0.0  # seconds of training steps, all sessions
+    train_time_at_start: float = 0.0
+    it: int = 0
+    pending: float = 0.0  # training seconds not yet logged
+    t_step: float = 0.0  # when the current stretch of training steps began
+    it_last: int = 0  # the step of the last training log
+
+    @property
+    def master(self) -> bool:
+        return self.ddp.master
+
+
+# --- set-up and resume ----------------------------------------------------------------------
+
+def _check_run(model: nn.Module, corpus: Corpus, cfg: TrainConfig, ddp: _Dist) -> None:
+    r"""Everything that can be checked before a byte is written."""
     corpus.check_block_size(cfg.block_size)
     if cfg.batch_size % ddp.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must be "
@@ -594,6 +716,19 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
     if m_block is not None and m_block < cfg.block_size:
         raise ValueError(f"TrainConfig.block_size {cfg.block_size} is larger than the model's "
                          f"block_size {m_block}")
+
+
+def _setup(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
+           ddp: _Dist) -> _Run:
+    r"""Check the run, then build it: the device, the optimizer, the state of a resumed run
+    (or fresh seeds), the compiled and distributed model, the log and the progress bar."""
+    t_wall = time.time()
+    cfg = config.resolved()
+    device = _resolve_device(cfg.device, ddp)
+    dtype, autocast = _autocast(cfg, device)
+    if cfg.compile:
+        check_compile(device)
+    _check_run(model, corpus, cfg, ddp)
     out = Path(cfg.out_dir) if cfg.out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     ckpt = None
@@ -606,25 +741,13 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
         raise ValueError(f"{ckpt_path} already exists: pass resume=True to continue that run, "
                          f"overwrite=True to replace it, or another out_dir")
 
-    # --- build the run ---------------------------------------------------------------------
     raw = model.to(device)
     optimizer = configure_optimizer(raw, cfg, device.type)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    start_iter, best_val, val_loss, train_time, wall_before = 0, math.inf, math.nan, 0.0, 0.0
+    state = dict(start_iter=0, best_val=math.inf, val_loss=math.nan, train_time=0.0,
+                 wall_before=0.0)
     if ckpt is not None:
-        raw.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        rng = ckpt["rng"]
-        if len(rng) != ddp.world_size:
-            warnings.warn(f"{ckpt_path}: written by {len(rng)} process(es), resumed by "
-                          f"{ddp.world_size}; dropout will not repeat the same masks",
-                          stacklevel=2)
-        _set_rng_state(rng[ddp.rank % len(rng)], data_gen)
-        start_iter = int(ckpt["iter_num"])
-        best_val = float(ckpt["best_val_loss"])
-        val_loss = float(ckpt.get("val_loss", math.nan))
-        train_time = float(ckpt.get("train_time", 0.0))
-        wall_before = float(ckpt.get("wall_time", 0.0))
+        state = _restore(ckpt, ckpt_path, raw, optimizer, data_gen, ddp)
         del ckpt
     else:
         torch.manual_seed(cfg.seed + ddp.rank)
@@ -640,140 +763,188 @@ def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool,
         from torch.nn.parallel import DistributedDataParallel as DDP
         step_model = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
 
-    master = ddp.master
-    log = _Log(out / LOG_NAME if (out is not None and master) else None,
+    start_iter = state["start_iter"]
+    log = _Log(out / LOG_NAME if (out is not None and ddp.master) else None,
                keep_until=start_iter if resume else None)
-    if master and out is not None and not resume and corpus.tokenizer is not None:
+    if ddp.master and out is not None and not resume and corpus.tokenizer is not None:
         corpus.tokenizer.save(out / VOCAB_NAME)
     num_params = sum(p.numel() for p in raw.parameters())
+    mcfg = getattr(model, "config", None)
     mfu_flops = None
     if cfg.peak_flops and all(hasattr(mcfg, k) for k in ("n_layer", "n_head", "n_embd")):
         n = raw.get_num_params() if hasattr(raw, "get_num_params") else num_params
         mfu_flops = flops_per_token(n, mcfg.n_layer, mcfg.n_head, mcfg.n_embd, cfg.block_size)
-    if master:
+    if ddp.master:
         log(event="start", iter=start_iter, resume=resume, num_params=num_params,
             world_size=ddp.world_size, device=str(device), dtype=dtype,
             corpus=corpus.describe(), model_config=_model_config(raw),
             train_config=dataclasses.asdict(cfg))
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not (master and cfg.progress),
+    bar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not (ddp.master and cfg.progress),
                dynamic_ncols=True, desc="train")
-
-    def checkpoint(it: int, evaluated: bool) -> None:
-        if ckpt_path is None:
-            return
-        # never replace a good checkpoint with a diverged model (every process raises: the
-        # weights are the same everywhere and the validation loss is all-reduced)
-        _check_finite(raw, it, val_loss if evaluated else None)
-        rng = [_rng_state(data_gen)]  # every process's RNG (dropout differs between them)
-        if ddp.enabled:
-            rng = [None] * ddp.world_size
-            dist.all_gather_object(rng, _rng_state(data_gen))
-        if not master:
-            return
-        save_checkpoint({
-            "model": raw.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "iter_num": it,
-            "schedule": {"lr": get_lr(it, cfg), "warmup_iters": cfg.warmup_iters,
-                         "lr_decay_iters": cfg.lr_decay_iters, "min_lr": cfg.min_lr},
-            "best_val_loss": best_val,
-            "val_loss": val_loss,
-            "train_time": train_time,
-            "wall_time": wall_before + time.time() - t_wall,
-            "rng": rng,
-            "data": {"corpus": corpus.describe()},
-            "model_class": type(raw).__qualname__,
-            "model_config": _model_config(raw),
-            "vocab_size": corpus.vocab_size,
-            "vocab": _vocab(corpus),
-            "train_config": dataclasses.asdict(cfg),
-            "world_size": ddp.world_size,
-        }, ckpt_path)
-
-    it = start_iter
-    train_loss = math.nan
-    train_time_at_start = train_time
-    # tokens/s counts training only: the clock stops during evaluation, samples, checkpoints
-    pending, t_step, it_last = 0.0, time.time(), it
+    run = _Run(cfg=cfg, ddp=ddp, corpus=corpus, device=device, dtype=dtype, autocast=autocast,
+               raw=raw, fwd=fwd, step_model=step_model, optimizer=optimizer,
+               data_gen=data_gen, ckpt_path=ckpt_path, log=log, bar=bar,
+               start_iter=start_iter, num_params=num_params, mfu_flops=mfu_flops,
+               t_wall=t_wall, wall_before=state["wall_before"], best_val=state["best_val"],
+               val_loss=state["val_loss"], train_time=state["train_time"],
+               train_time_at_start=state["train_time"], it=start_iter, it_last=start_iter)
     step_model.train()
-    while True:
-        last = it >= cfg.max_iters
-        at_resume_point = resume and it == start_iter  # already evaluated and saved there
-        do_eval = not at_resume_point and (it % cfg.eval_interval == 0 or last)
-        do_sample = (master and not at_resume_point and cfg.sample_interval > 0 and it > 0
-                     and (it % cfg.sample_interval == 0 or last))
-        do_ckpt = it > start_iter and (it % cfg.checkpoint_interval == 0 or last)
-        if do_eval or do_sample or do_ckpt:
-            pending += _elapsed(t_step, device)
-        if do_eval:
-            val_loss = estimate_loss(
-                fwd, corpus, "val", eval_iters=cfg.eval_iters, batch_size=cfg.batch_size,
-                block_size=cfg.block_size, seed=cfg.seed + 1, device=device,
-                autocast=autocast, rank=ddp.rank, world_size=ddp.world_size)
-            best_val = min(best_val, val_loss)
-            if master:
-                log(event="eval", iter=it, val_loss=val_loss, best_val_loss=best_val,
-                    time=time.time() - t_wall)
-                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-        if do_sample:
-            text = _sample(raw, corpus, cfg, device, it)
-            log(event="sample", iter=it, text=text)
-            bar.write(f"--- sample at step {it} ---\n{text}\n---")
-        if do_ckpt:
-            checkpoint(it, do_eval)
-        if do_eval or do_sample or do_ckpt:
-            t_step = time.time()
-        if last:
-            break
+    run.t_step = time.time()
+    return run
 
-        lr = get_lr(it, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * lr / cfg.learning_rate
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(cfg.grad_accum):
-            x, y = corpus.get_batch("train", cfg.batch_size, cfg.block_size, data_gen,
-                                    rank=ddp.rank, world_size=ddp.world_size, device=device)
-            if ddp.enabled:  # all-reduce the gradients on the last micro-step only
-                step_model.require_backward_grad_sync = micro == cfg.grad_accum - 1
-            with autocast:
-                _, loss = step_model(x, y)
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.detach().float()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        it += 1
-        bar.update(1)
 
-        if it % cfg.log_interval == 0 or it == cfg.max_iters:
-            train_loss = _all_reduce_mean(loss_sum / cfg.grad_accum, ddp).item()
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"the training loss is {train_loss} at step {it} "
-                                         f"(learning rate {lr:.3g}); no checkpoint was written")
-            now = time.time()  # .item() above waited for the device
-            pending += now - t_step
-            train_time += pending
-            tps = (it - it_last) * cfg.tokens_per_iter / max(pending, 1e-9)
-            pending, t_step, it_last = 0.0, now, it
-            if master:
-                rec = dict(event="train", iter=it, loss=train_loss, lr=lr, tokens_per_sec=tps,
-                           time=now - t_wall)
-                if mfu_flops is not None:
-                    rec["mfu"] = mfu_flops * tps / (cfg.peak_flops * ddp.world_size)
-                log(**rec)
-                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}",
-                                tok_s=f"{tps:,.0f}")
-    bar.close()
-    seconds = train_time - train_time_at_start  # this session's steps
-    if it > start_iter and seconds > 0:
-        tps = (it - start_iter) * cfg.tokens_per_iter / seconds
+def _restore(ckpt: dict, ckpt_path: Path, raw: nn.Module, optimizer: torch.optim.Optimizer,
+             data_gen: torch.Generator, ddp: _Dist) -> dict:
+    r"""Load a checkpoint's weights, optimizer and RNG states; return where the run was."""
+    raw.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    rng = ckpt["rng"]
+    if len(rng) != ddp.world_size:
+        warnings.warn(f"{ckpt_path}: written by {len(rng)} process(es), resumed by "
+                      f"{ddp.world_size}; dropout will not repeat the same masks",
+                      stacklevel=5)
+    _set_rng_state(rng[ddp.rank % len(rng)], data_gen)
+    return dict(start_iter=int(ckpt["iter_num"]), best_val=float(ckpt["best_val_loss"]),
+                val_loss=float(ckpt.get("val_loss", math.nan)),
+                train_time=float(ckpt.get("train_time", 0.0)),
+                wall_before=float(ckpt.get("wall_time", 0.0)))
+
+
+# --- one optimisation step ------------------------------------------------------------------
+
+def _optimisation_step(run: _Run) -> tuple[torch.Tensor, float]:
+    r"""Set the learning rate of the step, accumulate the gradients of ``grad_accum``
+    micro-batches, clip, step. Returns the summed micro-batch losses (on the device, not
+    synchronised) and the learning rate."""
+    cfg, ddp = run.cfg, run.ddp
+    lr = get_lr(run.it, cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * lr / cfg.learning_rate
+    loss_sum = torch.zeros((), device=run.device)
+    for micro in range(cfg.grad_accum):
+        x, y = run.corpus.get_batch("train", cfg.batch_size, cfg.block_size, run.data_gen,
+                                    rank=ddp.rank, world_size=ddp.world_size,
+                                    device=run.device)
+        if ddp.enabled:  # all-reduce the gradients on the last micro-step only
+            run.step_model.require_backward_grad_sync = micro == cfg.grad_accum - 1
+        with run.autocast:
+            _, loss = run.step_model(x, y)
+        (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach().float()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.raw.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.it += 1
+    run.bar.update(1)
+    return loss_sum, lr
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+def _evaluate(run: _Run) -> None:
+    r"""The validation loss on the fixed evaluation batches; keep the best."""
+    cfg = run.cfg
+    run.val_loss = estimate_loss(
+        run.fwd, run.corpus, "val", eval_iters=cfg.eval_iters, batch_size=cfg.batch_size,
+        block_size=cfg.block_size, seed=cfg.seed + 1, device=run.device,
+        autocast=run.autocast, rank=run.ddp.rank, world_size=run.ddp.world_size)
+    run.best_val = min(run.best_val, run.val_loss)
+    if run.master:
+        run.log(event="eval", iter=run.it, val_loss=run.val_loss, best_val_loss=run.best_val,
+                time=time.time() - run.t_wall)
+        _show(run)
+
+
+def _log_sample(run: _Run) -> None:
+    text = _sample(run.raw, run.corpus, run.cfg, run.device, run.it)
+    run.log(event="sample", iter=run.it, text=text)
+    run.bar.write(f"--- sample at step {run.it} ---\n{text}\n---")
+
+
+# --- checkpoint -----------------------------------------------------------------------------
+
+def _checkpoint(run: _Run, evaluated: bool) -> None:
+    r"""Write everything the run needs to continue exactly, atomically (process 0); never
+    over a good checkpoint with a diverged model."""
+    if run.ckpt_path is None:
+        return
+    cfg, ddp, it = run.cfg, run.ddp, run.it
+    # every process raises: the weights are the same everywhere and the validation loss
+    # is all-reduced
+    _check_finite(run.raw, it, run.val_loss if evaluated else None)
+    rng = [_rng_state(run.data_gen)]  # every process's RNG (dropout differs between them)
+    if ddp.enabled:
+        rng = [None] * ddp.world_size
+        dist.all_gather_object(rng, _rng_state(run.data_gen))
+    if not run.master:
+        return
+    save_checkpoint({
+        "model": run.raw.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "iter_num": it,
+        "schedule": {"lr": get_lr(it, cfg), "warmup_iters": cfg.warmup_iters,
+                     "lr_decay_iters": cfg.lr_decay_iters, "min_lr": cfg.min_lr},
+        "best_val_loss": run.best_val,
+        "val_loss": run.val_loss,
+        "train_time": run.train_time,
+        "wall_time": run.wall_before + time.time() - run.t_wall,
+        "rng": rng,
+        "data": {"corpus": run.corpus.describe()},
+        "model_class": type(run.raw).__qualname__,
+        "model_config": _model_config(run.raw),
+        "vocab_size": run.corpus.vocab_size,
+        "vocab": _vocab(run.corpus),
+        "train_config": dataclasses.asdict(cfg),
+        "world_size": ddp.world_size,
+    }, run.ckpt_path)
+
+
+# --- logging --------------------------------------------------------------------------------
+
+def _log_training(run: _Run, loss_sum: torch.Tensor, lr: float) -> None:
+    r"""Average the training loss over the micro-batches (and processes), stop on a
+    non-finite one, and log it with the rate of the steps since the last log."""
+    cfg, it = run.cfg, run.it
+    run.train_loss = _all_reduce_mean(loss_sum / cfg.grad_accum, run.ddp).item()
+    if not math.isfinite(run.train_loss):
+        raise FloatingPointError(f"the training loss is {run.train_loss} at step {it} "
+                                 f"(learning rate {lr:.3g}); no checkpoint was written")
+    now = time.time()  # .item() above waited for the device
+    run.pending += now - run.t_step
+    run.train_time += run.pending
+    tps = (it - run.it_last) * cfg.tokens_per_iter / max(run.pending, 1e-9)
+    run.pending, run.t_step, run.it_last = 0.0, now, it
+    if run.master:
+        rec = dict(event="train", iter=it, loss=run.train_loss, lr=lr, tokens_per_sec=tps,
+                   time=now - run.t_wall)
+        if run.mfu_flops is not None:
+            rec["mfu"] = run.mfu_flops * tps / (cfg.peak_flops * run.ddp.world_size)
+        run.log(**rec)
+        _show(run, tps)
+
+
+def _show(run: _Run, tokens_per_sec: float | None = None) -> None:
+    r"""The progress bar's figures: only those that have a value yet (no ``loss=nan``
+    before the first training loss is averaged)."""
+    shown = {"loss": run.train_loss, "val": run.val_loss}
+    postfix = {k: f"{v:.4f}" for k, v in shown.items() if math.isfinite(v)}
+    if tokens_per_sec is not None:
+        postfix["tok_s"] = f"{tokens_per_sec:,.0f}"
+    run.bar.set_postfix(postfix)
+
+
+def _result(run: _Run) -> TrainResult:
+    cfg, it = run.cfg, run.it
+    seconds = run.train_time - run.train_time_at_start  # this session's steps
+    if it > run.start_iter and seconds > 0:
+        tps = (it - run.start_iter) * cfg.tokens_per_iter / seconds
     else:  # nothing left to do (a finished run resumed): the whole run's rate
-        tps = it * cfg.tokens_per_iter / train_time if train_time > 0 else 0.0
+        tps = it * cfg.tokens_per_iter / run.train_time if run.train_time > 0 else 0.0
     return TrainResult(
-        iters=it, best_val_loss=best_val, val_loss=val_loss, train_loss=train_loss,
-        num_params=num_params, train_time=train_time,
-        wall_time=wall_before + time.time() - t_wall, tokens_per_sec=tps,
-        history=log.records)
+        iters=it, best_val_loss=run.best_val, val_loss=run.val_loss,
+        train_loss=run.train_loss, num_params=run.num_params, train_time=run.train_time,
+        wall_time=run.wall_before + time.time() - run.t_wall, tokens_per_sec=tps,
+        history=run.log.records)

@@ -91,3 +91,46 @@ def test_bad_flags(lm, tmp_path):
     with pytest.raises(ValueError, match="block_size 16 is larger than the train split"):
         lm.main(TINY + ["--data", str(tmp_path / "tiny.txt"), "--out", str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--min_lr=-1e-3"], "--min_lr: TrainConfig.min_lr must be a non-negative finite number"),
+    (["--lr", "1e-5", "--min_lr", "1e-4"], "--min_lr: TrainConfig.min_lr .* is larger than"),
+    (["--lr", "nan"], "--lr: TrainConfig.learning_rate must be a positive finite number"),
+    (["--warmup", "-1"], "--warmup: TrainConfig.warmup_iters must be an int >= 0"),
+    (["--max_iters", "0"], "--max_iters: TrainConfig.max_iters must be a positive int"),
+    (["--beta2", "1"], r"--beta2: TrainConfig.beta2 must be in \[0, 1\)"),
+    (["--peak_flops", "-1"], "--peak_flops: TrainConfig.peak_flops must be a positive"),
+    (["--n_head", "3"], r"n_embd \(16\) must be divisible by n_head \(3\)"),
+    (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
+    (["--val_fraction", "0"], r"--val_fraction must be in \(0, 1\)"),
+    (["--num_chars", "0"], "--num_chars must be positive"),
+    (["--compare", "gpt", "gpt"], "--compare names gpt more than once"),
+    (["--compare", "gpt", "--seeds", "1", "1"], "--seeds names 1 more than once"),
+    (["--arch", "pause", "--pause_every", "0"], "--pause_every must be positive"),
+    (["--device", "gpu"], "--device gpu: unknown device 'gpu'; use auto, cpu, cuda"),
+])
+def test_bad_flags_are_refused_before_any_run(lm, tmp_path, capsys, flags, match):
+    with pytest.raises(SystemExit) as e:
+        lm.main(TINY + flags + ["--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage:")
+    import re
+    assert re.search(match, err), err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_names_the_device_there(lm, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        lm.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
+    assert ("--device cuda: device 'cuda' was asked for, but CUDA is not available here"
+            in capsys.readouterr().err)
+
+
+def test_default_min_lr_is_a_tenth_of_lr(lm, tmp_path):
+    args = lm.parse_args(TINY)
+    assert lm.train_config(args, 0, tmp_path).resolved().min_lr == 1e-4  # nanoGPT's value
+    args = lm.parse_args(TINY + ["--lr", "1e-5"])
+    assert lm.train_config(args, 0, tmp_path).resolved().min_lr == pytest.approx(1e-6)

@@ -301,3 +301,70 @@ def test_gpt_dynamics_scalars_get_their_own_group():
                                          for n in scalars)
     velocity_norms = {n for n in names.values() if "velocity_norms" in n}
     assert velocity_norms and velocity_norms <= {names[id(p)] for p in groups["no_decay"]["params"]}
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("field,value,error,match", [
+    ("min_lr", -1e-3, ValueError, "min_lr must be a non-negative finite number, got -0.001"),
+    ("min_lr", 2e-2, ValueError, r"min_lr \(0.02\) is larger than the peak learning_rate"),
+    ("learning_rate", float("nan"), ValueError, "learning_rate must be a positive finite"),
+    ("learning_rate", 0, ValueError, "learning_rate must be a positive finite"),
+    ("scalar_lr", float("inf"), ValueError, "scalar_lr must be a non-negative finite"),
+    ("weight_decay", -0.1, ValueError, "weight_decay must be a non-negative"),
+    ("grad_clip", "1", TypeError, "grad_clip must be a number"),
+    ("beta1", 1.0, ValueError, r"beta1 must be in \[0, 1\)"),
+    ("beta2", -0.5, ValueError, "beta2 must be a non-negative"),
+    ("max_iters", 0, ValueError, "max_iters must be a positive int, got 0"),
+    ("batch_size", 2.5, TypeError, "batch_size must be an int, got 2.5"),
+    ("grad_accum", True, TypeError, "grad_accum must be an int, got True"),
+    ("warmup_iters", -1, ValueError, "warmup_iters must be an int >= 0"),
+    ("lr_decay_iters", -5, ValueError, "lr_decay_iters must be an int >= 0"),
+    ("checkpoint_interval", 0, ValueError, "checkpoint_interval must be a positive int"),
+    ("sample_tokens", "many", TypeError, "sample_tokens must be an int"),
+    ("seed", -1, ValueError, r"seed must be an int in \[0, "),
+    ("peak_flops", 0.0, ValueError, "peak_flops must be a positive finite"),
+    ("compile", "yes", TypeError, "compile must be True or False"),
+    ("progress", 1, TypeError, "progress must be True or False"),
+    ("sample_prompt", 3, TypeError, "sample_prompt must be a string"),
+    ("dtype", "fp16", ValueError, "dtype must be 'auto', 'float32' or 'bfloat16'"),
+    ("device", "gpu", ValueError, r"unknown device 'gpu'; use auto, cpu, cuda, mps or cuda:N "
+                                  r"\(this machine has: cpu"),
+    ("device", 0, TypeError, "device must be a string"),
+    ("out_dir", 5, TypeError, "out_dir must be a path or None"),
+])
+def test_bad_config_values_are_refused(field, value, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_good_config_values_are_kept():
+    cfg = TrainConfig(min_lr=0.0, scalar_lr=0.0, grad_clip=0, weight_decay=0, beta1=0.0,
+                      warmup_iters=0, lr_decay_iters=0, seed=0, device="CPU",
+                      out_dir=None, peak_flops=1e12)
+    assert cfg.resolved().min_lr == 0.0 and cfg.device == "CPU"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_names_the_device_there(tmp_path, corpus):
+    with pytest.raises(ValueError, match=r"device 'cuda' was asked for, but CUDA is not "
+                                         r"available here .*this machine has: cpu"):
+        train(_model(corpus), corpus, _cfg(tmp_path, device="cuda"))
+    assert not tmp_path.joinpath(CHECKPOINT_NAME).exists()
+
+
+def test_compile_without_a_compiler_says_so(tmp_path, corpus, monkeypatch):
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    with pytest.raises(RuntimeError, match=r"compile=True \(--compile\) cannot run on cpu: no "
+                                           r"working C\+\+ compiler .*Run without --compile"):
+        train(_model(corpus), corpus, _cfg(tmp_path, compile=True))
+    assert not list(tmp_path.iterdir())  # refused before a byte was written
+
+
+def test_progress_bar_shows_no_nan(tmp_path, corpus, capsys):
+    # evaluations at steps 0 and 2 come before the first training loss (step 4)
+    train(_model(corpus), corpus, _cfg(tmp_path, max_iters=4, eval_interval=2,
+                                       log_interval=4, progress=True))
+    err = capsys.readouterr().err
+    assert "val=" in err and "loss=" in err and "tok_s=" in err
+    assert "nan" not in err
