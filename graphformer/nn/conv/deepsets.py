@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -8,9 +8,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.graph import CausalGraph
-from graphformer.nn.conv.attention import check_input
-
-GraphLike = Union[Tensor, CausalGraph]
+from graphformer.nn.conv.inputs import GraphLike, prepare_inputs
 PATHS = ("auto", "edge", "prefix")
 
 
@@ -27,7 +25,10 @@ class DeepSetsConv(MessagePassing):
     On a complete graph it is Deep Sets; on a dense causal
     :class:`~graphformer.graph.CausalGraph` the aggregation is a prefix sum over each
     sequence, computed in :math:`O(N)` with ``cumsum`` (the ``"prefix"`` path) instead of
-    one message per edge (the ``"edge"`` reference path).
+    one message per edge (the ``"edge"`` reference path). Like every graphformer layer it
+    also takes a bipartite pair ``(x_src, x_dst)`` (only the sources are read) with
+    ``size``, and a sparse adjacency ``adj_t`` (``torch.sparse`` or
+    ``torch_sparse.SparseTensor``) in place of ``edge_index``.
 
     Args:
         in_channels (int): size of each input sample.
@@ -62,21 +63,24 @@ class DeepSetsConv(MessagePassing):
         self.phi.reset_parameters()
         self.rho.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: GraphLike, path: Optional[str] = None) -> Tensor:
-        check_input(x, edge_index, self.in_channels)
+    def forward(self, x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index: object,
+                path: Optional[str] = None,
+                size: Optional[Tuple[int, int]] = None) -> Tensor:
+        inputs = prepare_inputs(x, edge_index, self.in_channels, size=size,
+                                weight_dtype=self.phi.weight.dtype)
         path = path or self.path
         if path not in PATHS:
             raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
-        can_prefix = isinstance(edge_index, CausalGraph) and edge_index.is_dense
+        graph = inputs.graph
+        can_prefix = isinstance(graph, CausalGraph) and graph.is_dense
         if path == "prefix" and not can_prefix:
             raise ValueError("path='prefix' needs a dense causal (or full) CausalGraph; "
                              "path='edge' runs on any graph")
-        h = torch.relu(self.phi(x))
+        h = torch.relu(self.phi(inputs.x_src))
         if path != "edge" and can_prefix:
-            m = self.prefix_aggregate(h, edge_index)
+            m = self.prefix_aggregate(h, graph)
         else:
-            ei = edge_index.edge_index if isinstance(edge_index, CausalGraph) else edge_index
-            m = self.propagate(ei, x=h)
+            m = self.propagate(inputs.edge_index, x=h, size=inputs.size)
         return self.rho(m)
 
     def prefix_aggregate(self, h: Tensor, graph: CausalGraph) -> Tensor:
