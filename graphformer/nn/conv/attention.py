@@ -70,7 +70,8 @@ class AttentionConv(MessagePassing):
     or FlexAttention for structured ones, edge-wise otherwise and whenever there are
     edge features. Every kernel gives the same answer (NaN and infinity included: a key
     a query may not see contributes nothing to it); a node with no incoming edge gets a
-    zero message. When PyG needs its own path (explain masks set, hooks registered), the
+    zero message (so does every target when a bipartite pair has ``x_src=None``, as
+    ``to_hetero`` passes for a node type that is only ever a source). When PyG needs its own path (explain masks set, hooks registered), the
     layer runs through ``propagate`` and :meth:`message`.
 
     Args:
@@ -261,6 +262,9 @@ class AttentionConv(MessagePassing):
             size ((int, int), optional): ``(N_src, N_dst)`` of a bipartite graph.
         """
         inputs = self.prepare(x, edge_index, size, batch)
+        if inputs.x_src is None:  # sources without features send no message
+            out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
+            return self.combine(out, inputs.x_dst)
         ekv = self.edge_term(edge_attr, inputs)
         bias = self.score_bias(attn_bias, inputs.num_edges)
         pair = (inputs.x_src, inputs.x_dst)

@@ -76,6 +76,8 @@ class DeepSetsConv(MessagePassing):
         if path == "prefix" and not can_prefix:
             raise ValueError("path='prefix' needs a dense causal (or full) CausalGraph; "
                              "path='edge' runs on any graph")
+        if inputs.x_src is None:  # sources without features send no message
+            return self.rho(inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.hidden_channels))
         h = torch.relu(self.phi(inputs.x_src))
         if path != "edge" and can_prefix:
             m = self.prefix_aggregate(h, graph)

@@ -71,6 +71,9 @@ class LayerInputs:
 
     Attributes:
         x_src, x_dst: source and target features (the same tensor unless bipartite).
+            ``x_src`` is ``None`` in a bipartite pair whose sources have no features
+            (to_hetero's form for a node type that is only ever a source): then no
+            message is sent, every target is treated as a node without incoming edges.
         graph: what the kernels run on: a :class:`CausalGraph` or a ``[2, E]`` tensor.
         edge_index: the ``[2, E]`` edge list (sources, targets) whose order per-edge
             inputs (``edge_attr``, ``attn_bias``) follow; ``graph.edge_index`` for a
@@ -78,7 +81,7 @@ class LayerInputs:
         values: the values of a sparse adjacency (in ``edge_index`` order), else ``None``.
         bipartite: ``True`` for an ``(x_src, x_dst)`` pair.
     """
-    x_src: Tensor
+    x_src: Optional[Tensor]
     x_dst: Tensor
     graph: GraphLike
     edge_index: Tensor
@@ -86,8 +89,8 @@ class LayerInputs:
     bipartite: bool
 
     @property
-    def size(self) -> Tuple[int, int]:
-        return self.x_src.size(0), self.x_dst.size(0)
+    def size(self) -> Tuple[Optional[int], int]:
+        return None if self.x_src is None else self.x_src.size(0), self.x_dst.size(0)
 
     @property
     def num_edges(self) -> int:
@@ -144,8 +147,12 @@ def prepare_inputs(x: Union[Tensor, Sequence[Tensor]], edge_index: object,
         if x_dst is None:
             raise ValueError("a bipartite input needs x_dst (the target features) too: pass "
                              "(x_src, x_dst)")
-        check_features(x_src, c_src, "x_src", weight_dtype)
         check_features(x_dst, c_dst, "x_dst", weight_dtype)
+        if x_src is None:
+            # What to_hetero passes for a node type that is only ever a source, once an
+            # earlier layer has given it no representation: it sends no messages.
+            return _without_sources(x_dst, edge_index, size)
+        check_features(x_src, c_src, "x_src", weight_dtype)
         if x_src.device != x_dst.device:
             raise ValueError(f"x_src is on {x_src.device} but x_dst on {x_dst.device}")
         if isinstance(edge_index, CausalGraph):
@@ -194,6 +201,16 @@ def prepare_inputs(x: Union[Tensor, Sequence[Tensor]], edge_index: object,
         if coalesced.num_edges == edge_index.size(1):
             graph = coalesced
     return LayerInputs(x_src, x_dst, graph, edge_index.long(), values, bipartite)
+
+
+def _without_sources(x_dst: Tensor, edge_index: object,
+                     size: Optional[Tuple[int, int]]) -> LayerInputs:
+    if is_sparse_adjacency(edge_index) or isinstance(edge_index, CausalGraph):
+        raise ValueError("x_src is None: pass a [2, E] edge_index with it")
+    check_edge_index(edge_index)
+    if size is not None and size[1] is not None and int(size[1]) != x_dst.size(0):
+        raise ValueError(f"size={tuple(size)} does not match x_dst's {x_dst.size(0)} rows")
+    return LayerInputs(None, x_dst, edge_index, edge_index.long(), None, True)
 
 
 def edge_attr_rows(edge_attr: Tensor, num_edges: int, edge_dim: Optional[int],
