@@ -111,10 +111,14 @@ def edge_attention_reference(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor
 #: Edges per chunk are chosen so that one gathered ``[chunk, H, d]`` buffer holds about
 #: this many bytes: small enough that the two reused buffers stay near the cache and
 #: add little to peak memory, large enough that the per-chunk overhead (Python, and
-#: one OpenMP parallel region per op, costly on a loaded CPU) does not matter. On CPU,
-#: 1 and 4 MiB ran equally fast single-threaded; with 2 threads on a shared machine
-#: 4 MiB was faster than 1 MiB (fewer parallel regions) and than 16 MiB.
-CHUNK_BYTES = {"cpu": 1 << 22, "cuda": 1 << 28}
+#: one OpenMP parallel region per op) does not matter. On CPU with one thread, 1 and
+#: 4 MiB ran equally fast and 16 or 64 MiB 8-10% slower (1024 binary trees of depth 4,
+#: width 64). With several threads (``"cpu-threads"``) every op is a parallel region
+#: that waits for all its threads, about one scheduler time slice each when other
+#: jobs hold the cores: there the step's time follows its number of ops, and one
+#: chunk (up to 32 MiB per buffer) ran in half the time of 4 MiB chunks
+#: (docs/results_speed.md).
+CHUNK_BYTES = {"cpu": 1 << 22, "cpu-threads": 1 << 25, "cuda": 1 << 28}
 
 
 def _chunks(num_edges: int, chunk: int):
@@ -151,7 +155,8 @@ class _EdgeAttention(torch.autograd.Function):
             # Gathers and index_add_ on flat [*, H * C] rows (faster than on [*, H, C]).
             qf, kf, vf = q.view(Nq, H * C), k.view(Nk, H * C), v.view(Nk, H * C)
             ef = None if ekv is None else ekv.view(E, H * C)
-            ones = q.new_ones(C)
+            # The 1/sqrt(d) scale rides on the vector that sums each head's channels.
+            scale = q.new_full((C,), 1.0 / math.sqrt(C))
             buf1, buf2 = q.new_empty(min(chunk, E), H * C), q.new_empty(min(chunk, E), H * C)
             s = q.new_empty(E, H)
             for a, b in _chunks(E, chunk):
@@ -159,18 +164,20 @@ class _EdgeAttention(torch.autograd.Function):
                 if ef is not None:
                     kj.add_(ef[a:b])
                 qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
-                torch.matmul(kj.mul_(qi).view(b - a, H, C), ones, out=s[a:b])
-            s.mul_(1.0 / math.sqrt(C))
+                torch.matmul(kj.mul_(qi).view(b - a, H, C), scale, out=s[a:b])
             if bias is not None:
                 s.add_(bias)
             # Segment softmax over each target's incoming edges; every target that has an
             # edge has a maximum, so no -inf - -inf and no division by zero (unless the
             # scores themselves are not finite: then, as in PyG's softmax, the rows that
-            # see them are NaN, and only those).
-            smax = q.new_full((Nq, H), float("-inf")).scatter_reduce_(
-                0, dst.view(-1, 1).expand(E, H), s, "amax")
+            # see them are NaN, and only those). Rows of targets without an edge are
+            # never read, so the per-target buffers start uninitialised (one pass less
+            # each over [N, H]).
+            index = dst.view(-1, 1).expand(E, H)
+            smax = q.new_empty(Nq, H).scatter_reduce_(0, index, s, "amax", include_self=False)
             alpha = s.sub_(smax.index_select(0, dst)).exp_()
-            denom = q.new_zeros(Nq, H).index_add_(0, dst, alpha)
+            denom = q.new_empty(Nq, H).scatter_reduce_(0, index, alpha, "sum",
+                                                        include_self=False)
             alpha.div_(denom.index_select(0, dst))
             weights = alpha if keep is None else alpha * keep
             out = q.new_zeros(Nq, H * C)
@@ -204,20 +211,24 @@ class _EdgeAttention(torch.autograd.Function):
             grad_v = q.new_zeros(Nk, H * C)
             grad_e = None if ef is None else q.new_empty(E, H * C)
             for a, b in _chunks(E, chunk):
-                go = torch.index_select(gf, 0, dst[a:b], out=buf1[:b - a])
+                # With edge features, the value's gradient alpha * dL/do_i is also the
+                # edge term's (value side): gathered straight into its rows.
+                go = torch.index_select(gf, 0, dst[a:b],
+                                        out=buf1[:b - a] if grad_e is None else grad_e[a:b])
                 vj = torch.index_select(vf, 0, src[a:b], out=buf2[:b - a])
                 if ef is not None:
                     vj.add_(ef[a:b])
                 torch.matmul(vj.mul_(go).view(b - a, H, C), ones, out=grad_w[a:b])
                 go.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
                 grad_v.index_add_(0, src[a:b], go)
-                if grad_e is not None:
-                    grad_e[a:b] = go
             grad_alpha = grad_w if keep is None else grad_w.mul_(keep)
-            delta = q.new_zeros(Nq, H).index_add_(0, dst, alpha * grad_alpha)
+            delta = q.new_empty(Nq, H).scatter_reduce_(
+                0, dst.view(-1, 1).expand(E, H), alpha * grad_alpha, "sum",
+                include_self=False)
+            # dL/ds; the 1/sqrt(d) of the scores rides on index_add_'s alpha below.
             grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)
             grad_bias = grad_s.clone() if ctx.has_bias else None
-            grad_s.mul_(1.0 / math.sqrt(C))
+            scale = 1.0 / math.sqrt(C)
             grad_q, grad_k = q.new_zeros(Nq, H * C), q.new_zeros(Nk, H * C)
             for a, b in _chunks(E, chunk):
                 gs = grad_s[a:b].unsqueeze(-1)
@@ -225,12 +236,12 @@ class _EdgeAttention(torch.autograd.Function):
                 if ef is not None:
                     kj.add_(ef[a:b])
                 kj.view(b - a, H, C).mul_(gs)
-                grad_q.index_add_(0, dst[a:b], kj)
+                grad_q.index_add_(0, dst[a:b], kj, alpha=scale)
                 qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
                 qi.view(b - a, H, C).mul_(gs)
-                grad_k.index_add_(0, src[a:b], qi)
+                grad_k.index_add_(0, src[a:b], qi, alpha=scale)
                 if grad_e is not None:
-                    grad_e[a:b].add_(qi)
+                    grad_e[a:b].add_(qi, alpha=scale)
             return (grad_q.view(Nq, H, C), grad_k.view(Nk, H, C), grad_v.view(Nk, H, C),
                     None, None, None, None,
                     None if grad_e is None else grad_e.view(E, H, C), grad_bias)
@@ -250,7 +261,8 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     Equal to :func:`edge_attention_reference` (outputs and gradients), but it never
     keeps the gathered ``[E, H, d]`` tensors: only ``q, k, v`` (and ``edge_kv``) and
     the ``[E, H]`` weights are saved, and the gathers are redone in the backward pass,
-    ``chunk`` edges at a time (by default about 4 MiB of gathered features on CPU).
+    ``chunk`` edges at a time (by default about 4 MiB of gathered features on CPU with
+    one thread, 32 MiB with more: see :data:`CHUNK_BYTES`).
     Under ``torch.compile`` and with ``return_weights`` it runs the reference (whose ops
     the compiler fuses itself). Its backward is not differentiable again: double
     backward raises an error, use :func:`edge_attention_reference` for that."""
@@ -273,7 +285,10 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
                            device=q.device).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
     if chunk is None:
         row_bytes = q.size(1) * q.size(2) * q.element_size()
-        chunk = max(1, CHUNK_BYTES.get(q.device.type, CHUNK_BYTES["cuda"]) // row_bytes)
+        key = q.device.type
+        if key == "cpu" and torch.get_num_threads() > 1:
+            key = "cpu-threads"
+        chunk = max(1, CHUNK_BYTES.get(key, CHUNK_BYTES["cuda"]) // row_bytes)
     src, dst = edge_index[0].long(), edge_index[1].long()
     return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk), edge_kv, bias)
 
