@@ -170,14 +170,13 @@ class _EdgeAttention(torch.autograd.Function):
             # Segment softmax over each target's incoming edges; every target that has an
             # edge has a maximum, so no -inf - -inf and no division by zero (unless the
             # scores themselves are not finite: then, as in PyG's softmax, the rows that
-            # see them are NaN, and only those). Rows of targets without an edge are
-            # never read, so the per-target buffers start uninitialised (one pass less
-            # each over [N, H]).
-            index = dst.view(-1, 1).expand(E, H)
-            smax = q.new_empty(Nq, H).scatter_reduce_(0, index, s, "amax", include_self=False)
+            # see them are NaN, and only those). (Uninitialised buffers with
+            # scatter_reduce_(include_self=False) would save the fills but ran 2-3x
+            # slower than a fill and index_add_ on CPU.)
+            smax = q.new_full((Nq, H), float("-inf")).scatter_reduce_(
+                0, dst.view(-1, 1).expand(E, H), s, "amax")
             alpha = s.sub_(smax.index_select(0, dst)).exp_()
-            denom = q.new_empty(Nq, H).scatter_reduce_(0, index, alpha, "sum",
-                                                        include_self=False)
+            denom = q.new_zeros(Nq, H).index_add_(0, dst, alpha)
             alpha.div_(denom.index_select(0, dst))
             weights = alpha if keep is None else alpha * keep
             out = q.new_zeros(Nq, H * C)
@@ -222,13 +221,11 @@ class _EdgeAttention(torch.autograd.Function):
                 go.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
                 grad_v.index_add_(0, src[a:b], go)
             grad_alpha = grad_w if keep is None else grad_w.mul_(keep)
-            delta = q.new_empty(Nq, H).scatter_reduce_(
-                0, dst.view(-1, 1).expand(E, H), alpha * grad_alpha, "sum",
-                include_self=False)
-            # dL/ds; the 1/sqrt(d) of the scores rides on index_add_'s alpha below.
-            grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)
+            delta = q.new_zeros(Nq, H).index_add_(0, dst, alpha * grad_alpha)
+            grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)  # dL/ds
             grad_bias = grad_s.clone() if ctx.has_bias else None
-            scale = 1.0 / math.sqrt(C)
+            # The scale on [E, H] (index_add_'s alpha= would scale every [E, H*d] row).
+            grad_s.mul_(1.0 / math.sqrt(C))
             grad_q, grad_k = q.new_zeros(Nq, H * C), q.new_zeros(Nk, H * C)
             for a, b in _chunks(E, chunk):
                 gs = grad_s[a:b].unsqueeze(-1)
@@ -236,12 +233,12 @@ class _EdgeAttention(torch.autograd.Function):
                 if ef is not None:
                     kj.add_(ef[a:b])
                 kj.view(b - a, H, C).mul_(gs)
-                grad_q.index_add_(0, dst[a:b], kj, alpha=scale)
+                grad_q.index_add_(0, dst[a:b], kj)
                 qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
                 qi.view(b - a, H, C).mul_(gs)
-                grad_k.index_add_(0, src[a:b], qi, alpha=scale)
+                grad_k.index_add_(0, src[a:b], qi)
                 if grad_e is not None:
-                    grad_e[a:b].add_(qi, alpha=scale)
+                    grad_e[a:b].add_(qi)
             return (grad_q.view(Nq, H, C), grad_k.view(Nk, H, C), grad_v.view(Nk, H, C),
                     None, None, None, None,
                     None if grad_e is None else grad_e.view(E, H, C), grad_bias)
