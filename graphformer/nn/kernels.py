@@ -390,9 +390,9 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
 EDGE_FEATURES_REASON = (
     "edge features (edge_attr) change the value of each message, and the fused SDPA and "
     "FlexAttention kernels never expose the attention weights that multiply it; a dense "
-    "per-pair [B, T, T, H, d] edge tensor with plain masked attention took 1.5 to 4x the "
-    "time and memory of the edge-wise kernel on dense causal graphs of T = 16, 64 and 256 "
-    "(CPU, docs/results_speed.md)")
+    "per-pair [B, T, T, H, d] edge tensor with plain masked attention took 1.6 to 4.8x "
+    "the time and 1.6 to 3.2x the peak memory of the edge-wise kernel on dense causal "
+    "graphs of T = 16, 64 and 256 (CPU, docs/results_speed.md)")
 
 
 def choose_kernel(graph: Union[Tensor, CausalGraph], device: torch.device,
