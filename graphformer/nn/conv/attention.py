@@ -32,14 +32,17 @@ def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tens
 
 def uses_pyg_machinery(conv: MessagePassing) -> bool:
     r"""``True`` when PyG needs ``conv`` to run through ``propagate``: explain masks set
-    (``conv.explain``), a propagate/message/aggregate hook registered, or inference
-    decomposed into layers."""
-    hooks = (conv._propagate_forward_pre_hooks, conv._propagate_forward_hooks,
-             conv._message_forward_pre_hooks, conv._message_forward_hooks,
-             conv._aggregate_forward_pre_hooks, conv._aggregate_forward_hooks,
-             conv._message_and_aggregate_forward_pre_hooks,
-             conv._message_and_aggregate_forward_hooks)
-    return bool(conv.explain) or conv.decomposed_layers > 1 or any(len(h) for h in hooks)
+    (``conv.explain``) or a propagate/message/aggregate hook registered. (PyG's
+    ``decomposed_layers`` splits features along the channels, which would cut the
+    attention scores apart; the kernels ignore it, it only saves inference memory.)"""
+    hooks = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
+             "_message_forward_pre_hooks", "_message_forward_hooks",
+             "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
+             "_message_and_aggregate_forward_pre_hooks",
+             "_message_and_aggregate_forward_hooks")
+    if any(len(getattr(conv, name, ())) for name in hooks):
+        return True
+    return bool(conv.explain)
 
 
 class AttentionConv(MessagePassing):
