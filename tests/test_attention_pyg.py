@@ -234,6 +234,18 @@ def test_bipartite_equals_union_graph(layer):
                                atol=ATOL, rtol=ATOL)
 
 
+def test_deepsets_bipartite_reads_only_the_sources():
+    torch.manual_seed(16)
+    conv = DeepSetsConv((5, 3), 4)
+    xs, ei = torch.randn(6, 5), torch.tensor([[0, 1, 5, 2], [0, 0, 1, 2]])
+    out = conv((xs, torch.randn(3, 3)), ei)
+    torch.testing.assert_close(out, conv((xs, torch.randn(3, 3)), ei))
+    expected = conv.rho(torch.stack([torch.relu(conv.phi(xs[[0, 1]])).sum(0),
+                                     torch.relu(conv.phi(xs[5])),
+                                     torch.relu(conv.phi(xs[2]))]))
+    torch.testing.assert_close(out, expected)
+
+
 @pytest.mark.parametrize("layer", ["attention", "diff", "deepsets"])
 @pytest.mark.parametrize("bipartite", [False, True])
 def test_torch_sparse_adjacency_equals_edge_index(layer, bipartite):

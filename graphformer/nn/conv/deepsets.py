@@ -31,7 +31,8 @@ class DeepSetsConv(MessagePassing):
     ``torch_sparse.SparseTensor``) in place of ``edge_index``.
 
     Args:
-        in_channels (int): size of each input sample.
+        in_channels (int or tuple): size of each input sample, or ``(source, target)``
+            sizes for bipartite input (only the sources are read); ``-1`` infers it.
         out_channels (int): size of each output sample.
         aggr (str, optional): ``"sum"`` or ``"mean"``. (default: :obj:`"sum"`)
         hidden_channels (int, optional): width of :math:`\phi` (default: ``out_channels``).
@@ -42,7 +43,8 @@ class DeepSetsConv(MessagePassing):
 
     accepts_causal_graph = True
 
-    def __init__(self, in_channels: int, out_channels: int, aggr: str = "sum",
+    def __init__(self, in_channels: Union[int, Tuple[int, int]], out_channels: int,
+                 aggr: str = "sum",
                  hidden_channels: Optional[int] = None, bias: bool = True,
                  path: str = "auto", **kwargs) -> None:
         if aggr not in ("sum", "mean"):
@@ -54,7 +56,8 @@ class DeepSetsConv(MessagePassing):
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels or out_channels
         self.path = path
-        self.phi = Linear(in_channels, self.hidden_channels, bias=bias)
+        src_channels = in_channels[0] if isinstance(in_channels, (tuple, list)) else in_channels
+        self.phi = Linear(src_channels, self.hidden_channels, bias=bias)
         self.rho = Linear(self.hidden_channels, out_channels, bias=bias)
         self.reset_parameters()
 
