@@ -50,7 +50,7 @@ from graphformer.graph import CausalGraph
 
 __all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention",
            "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention",
-           "dense_bias", "pair_index", "all_finite"]
+           "dense_bias", "pair_index", "all_finite", "quarantine", "sees"]
 
 KERNELS = ("auto", "edge", "sdpa", "flex")
 
@@ -469,6 +469,28 @@ def all_finite(*tensors: Optional[Tensor]) -> bool:
     return total is None or bool(torch.isfinite(total))
 
 
+def quarantine(k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Without a host sync (for ``torch.compile``): ``k`` and ``v`` with every key row
+    and head that holds a NaN or an infinity set to 0, and the ``[N, H]`` indicator of
+    those (key, head) pairs."""
+    bad = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))
+    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    keep = ~bad.unsqueeze(-1)
+    return torch.where(keep, k, zero), torch.where(keep, v, zero), bad
+
+
+def sees(graph: CausalGraph, bad: Tensor) -> Tensor:
+    r"""``[N, H]``: whether node ``i`` has an edge from a node ``j`` with ``bad[j, h]``
+    (a cumulative sum along each sequence for dense causal graphs, a ``[B, T, T]`` mask
+    product otherwise)."""
+    badp = graph.to_padded(bad.to(torch.float32))  # [B, T, H], 0 in padding
+    if graph.is_dense:
+        count = badp.cumsum(1) if graph.causal else badp.sum(1, keepdim=True).expand_as(badp)
+    else:
+        count = torch.bmm(graph.dense_mask().to(torch.float32), badp)
+    return graph.from_padded(count > 0)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph],
               kernel: str = "auto", *, edge_index: Optional[Tensor] = None,
               edge_kv: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -498,14 +520,23 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph]
     kernel = choose_kernel(graph, q.device, kernel, needs_grad=needs_grad,
                            dropout=dropout if training else 0.0,
                            edge_features=edge_kv is not None, bipartite=bipartite)
-    if kernel != "edge" and not torch.compiler.is_compiling() and not all_finite(k, v):
-        kernel = "edge"
+    bad = None
+    if kernel != "edge":
+        if torch.compiler.is_compiling():
+            k, v, bad = quarantine(k, v)
+        elif not all_finite(k, v):
+            kernel = "edge"
     if kernel == "edge":
         if edge_index is None:
             edge_index = graph.edge_index if isinstance(graph, CausalGraph) else graph
         return edge_attention(q, k, v, edge_index, edge_kv=edge_kv, bias=bias,
                               dropout=dropout, training=training)
     if kernel == "sdpa":
-        return sdpa_attention(q, k, v, graph, bias=bias, edge_index=edge_index,
-                              dropout=dropout, training=training)
-    return flex_attention(q, k, v, graph, bias=bias, edge_index=edge_index)
+        out = sdpa_attention(q, k, v, graph, bias=bias, edge_index=edge_index,
+                             dropout=dropout, training=training)
+    else:
+        out = flex_attention(q, k, v, graph, bias=bias, edge_index=edge_index)
+    if bad is not None:
+        nan = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
+        out = torch.where(sees(graph, bad).unsqueeze(-1), nan, out)
+    return out
