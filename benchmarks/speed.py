@@ -14,6 +14,14 @@ Four groups, each against its baseline (the first row of the group):
   parent-to-child edges), width ``--tree-heads`` x ``--tree-head-dim``: edge-wise
   ``AttentionConv`` (the memory-saving kernel, and the plain reference kernel) against
   PyG's ``TransformerConv`` of the same width.
+* ``tree-edge``: the same trees with ``--edge-dim`` edge features per edge:
+  ``AttentionConv(edge_dim=...)`` against ``TransformerConv(edge_dim=...)``.
+* ``causal-edge``: dense causal sequences (``--edge-batch`` x ``--edge-length``) with
+  per-pair edge features: the edge-wise kernel (what ``auto`` runs) against the dense
+  alternative, a ``[B, T, T, H, d]`` per-pair tensor with plain masked attention.
+
+Each group runs at every thread count of ``--threads`` (by default torch's own choice,
+then one thread).
 
 Every step is forward + backward of ``(out * g).sum()`` for a fixed random ``g``, with
 gradients for ``x`` and all weights. Times are the median over ``--repeats`` steps,
@@ -33,6 +41,7 @@ Examples::
 
     python benchmarks/speed.py                         # CPU (or CUDA when present), fp32
     python benchmarks/speed.py --threads 1 --clock cpu # steadier on a shared CPU
+    python benchmarks/speed.py --only tree,tree-edge --threads default,1
     python benchmarks/speed.py --only tree --repeats 40
     python benchmarks/speed.py --device cuda --dtype bfloat16 -T 1024
 
@@ -60,10 +69,45 @@ from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
 from graphformer.graph import CausalGraph
 from graphformer.nn import AttentionConv, kernels
 
-GROUPS = ("dense", "window", "documents", "tree")
+GROUPS = ("dense", "window", "documents", "tree", "tree-edge", "causal-edge")
 
 #: The issue's targets: the AttentionConv row (kernel auto) against the group's baseline.
-TARGETS = {"dense": 1.10, "window": 1.30, "documents": 1.30, "tree": 1.00}
+TARGETS = {"dense": 1.10, "window": 1.30, "documents": 1.30, "tree": 1.00,
+           "tree-edge": 1.00}
+
+
+def positive(kind=int):
+    r"""An argparse type: a positive ``kind``, with a message that names the value."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def thread_counts(text: str) -> List[Optional[int]]:
+    r"""``--threads``: comma-separated counts; ``default`` is torch's own choice."""
+    counts: List[Optional[int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part in ("default", "auto", ""):
+            if part:
+                counts.append(None)
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--threads takes counts or 'default', got {part!r}")
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {n}")
+        counts.append(n)
+    if not counts:
+        raise argparse.ArgumentTypeError("--threads needs at least one count or 'default'")
+    return counts
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -73,10 +117,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/speed/", help="output folder for the JSON")
-    p.add_argument("--repeats", type=int, default=20, help="timed rounds (median)")
+    p.add_argument("--repeats", type=positive(), default=20, help="timed rounds (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--threads", type=thread_counts, default="default,1",
+                   help="comma-separated torch CPU thread counts to run every group at; "
+                        "'default' is torch's own choice")
     p.add_argument("--only", default=",".join(GROUPS),
                    help=f"comma-separated groups out of {', '.join(GROUPS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the memory steps")
@@ -85,26 +130,41 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "a shared machine, meaningful with --threads 1 only: idle OpenMP "
                         "threads spin and count)")
     g = p.add_argument_group("sequences (dense, window, documents)")
-    g.add_argument("-T", "--length", type=int, default=256, help="tokens per sequence")
-    g.add_argument("--batch", type=int, default=8, help="sequences")
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--head-dim", type=int, default=32)
-    g.add_argument("--window", type=int, default=64, help="sliding-window width")
-    g.add_argument("--doc-length", type=float, default=64, help="mean document length")
-    g = p.add_argument_group("sparse graph (tree)")
-    g.add_argument("--trees", type=int, default=1024)
-    g.add_argument("--tree-depth", type=int, default=4)
-    g.add_argument("--tree-heads", type=int, default=4)
-    g.add_argument("--tree-head-dim", type=int, default=16)
+    g.add_argument("-T", "--length", type=positive(), default=256, help="tokens per sequence")
+    g.add_argument("--batch", type=positive(), default=8, help="sequences")
+    g.add_argument("--heads", type=positive(), default=4)
+    g.add_argument("--head-dim", type=positive(), default=32)
+    g.add_argument("--window", type=positive(), default=64, help="sliding-window width")
+    g.add_argument("--doc-length", type=positive(float), default=64,
+                   help="mean document length")
+    g = p.add_argument_group("sparse graph (tree, tree-edge)")
+    g.add_argument("--trees", type=positive(), default=1024)
+    g.add_argument("--tree-depth", type=positive(), default=4)
+    g.add_argument("--tree-heads", type=positive(), default=4)
+    g.add_argument("--tree-head-dim", type=positive(), default=16)
     g.add_argument("--both-directions", action="store_true",
                    help="parent-to-child edges too")
+    g.add_argument("--edge-dim", type=positive(), default=16,
+                   help="edge features per edge (tree-edge, causal-edge)")
+    g = p.add_argument_group("edge features on a causal graph (causal-edge)")
+    g.add_argument("--edge-batch", type=positive(), default=4, help="sequences")
+    g.add_argument("--edge-length", type=positive(), default=64, help="tokens per sequence")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(GROUPS))
     if unknown:
         p.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if not args.only:
+        p.error("--only needs at least one group")
+    if args.clock == "cpu" and any(n != 1 for n in args.threads):
+        p.error("--clock cpu is meaningful with one thread only (idle OpenMP threads spin "
+                "and count as CPU time): pass --threads 1")
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        p.error(f"unknown --device {args.device!r}; use auto, cpu or cuda[:N]")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out!r} is a file, not a folder")
     return args
 
 
@@ -187,6 +247,67 @@ def tree_group(args, device, dtype) -> List[Candidate]:
         Candidate("AttentionConv edge", conv, lambda x: conv(x, ei, kernel="edge"), x),
         Candidate("AttentionConv edge, reference kernel", conv, reference_edge(conv, ei), x),
     ]
+
+
+def tree_edge_group(args, device, dtype) -> List[Candidate]:
+    ei, _ = binary_tree_batch(args.trees, args.tree_depth,
+                              both_directions=args.both_directions)
+    ei = ei.to(device)
+    H, C = args.tree_heads, args.tree_head_dim
+    num_nodes = int(ei.max()) + 1
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(num_nodes, H * C, generator=gen).to(device, dtype)
+    edge_attr = torch.randn(ei.size(1), args.edge_dim, generator=gen).to(device, dtype)
+    pyg = TransformerConv(H * C, C, heads=H, edge_dim=args.edge_dim).to(device, dtype)
+    conv = AttentionConv(H * C, C, heads=H, edge_dim=args.edge_dim).to(device, dtype)
+    conv.load_state_dict(pyg.state_dict())
+    return [
+        Candidate("TransformerConv (PyG), edge_dim", pyg, lambda x: pyg(x, ei, edge_attr), x),
+        Candidate("AttentionConv edge, edge_dim", conv,
+                  lambda x: conv(x, ei, edge_attr, kernel="edge"), x),
+    ]
+
+
+def dense_pair_attention(conv: AttentionConv, graph: CausalGraph,
+                         edge_attr: torch.Tensor) -> Callable:
+    r"""The dense alternative for edge features on a :class:`CausalGraph`: the projected
+    edge features scattered into a ``[B, T, T, H, d]`` per-pair tensor, then plain
+    masked attention ``softmax(q (k + e)^T / sqrt(d)) (v + e)`` on the padded layout
+    (SDPA cannot take a per-pair value term)."""
+    B, T, H, C = graph.num_sequences, graph.max_length, conv.heads, conv.out_channels
+    flat = kernels.pair_index(graph, graph.edge_index)
+    mask = graph.dense_mask().view(B, 1, T, T)
+
+    def fn(x):
+        q, k, v = conv.project(x, graph)
+        e = conv.lin_edge(edge_attr).view(-1, H, C)
+        pairs = e.new_zeros(B * T * T, H, C).index_put((flat,), e).view(B, T, T, H, C)
+        qp, kp, vp = (graph.to_padded(t) for t in (q, k, v))  # [B, T, H, C]
+        s = torch.einsum("bihc,bjhc->bhij", qp, kp) + torch.einsum("bihc,bijhc->bhij", qp, pairs)
+        a = (s / C ** 0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+        out = torch.einsum("bhij,bjhc->bihc", a, vp) + torch.einsum("bhij,bijhc->bihc", a, pairs)
+        return conv.combine(graph.from_padded(out), x)
+    return fn
+
+
+def causal_edge_group(args, device, dtype) -> List[Candidate]:
+    B, T, H, C = args.edge_batch, args.edge_length, args.heads, args.head_dim
+    graph = CausalGraph.from_lengths([T] * B).to(device)
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(B * T, H * C, generator=gen).to(device, dtype)
+    edge_attr = torch.randn(graph.num_edges, args.edge_dim, generator=gen).to(device, dtype)
+    conv = AttentionConv(H * C, C, heads=H, edge_dim=args.edge_dim).to(device, dtype)
+    used = kernels.choose_kernel(graph, device, edge_features=True)
+    return [
+        Candidate(f"AttentionConv auto (-> {used}), edge_dim", conv,
+                  lambda x: conv(x, graph, edge_attr), x),
+        Candidate("dense per-pair edge tensor", conv,
+                  dense_pair_attention(conv, graph, edge_attr), x),
+    ]
+
+
+GROUP_BUILDERS = {"tree": tree_group, "tree-edge": tree_edge_group,
+                  "causal-edge": causal_edge_group}
 
 
 # ---------------------------------------------------------------------- measuring
@@ -279,29 +400,21 @@ def machine(device: torch.device) -> Dict[str, object]:
     return info
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
-    dtype = getattr(torch, args.dtype)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    info = machine(device)
+def run_groups(args, device: torch.device, dtype: torch.dtype, info: Dict[str, object],
+               threads: int, default: bool) -> List[Dict[str, object]]:
+    r"""Times (and measures the memory of) every group of ``--only`` at ``threads``."""
+    label = f"{threads} thread{'s' if threads > 1 else ''}" + (" (torch's default)" if default else "")
     print(f"# {info['cpu'] if device.type == 'cpu' else info.get('gpu')}, "
           f"torch {info['torch']}, PyG {info['torch_geometric']}, "
           f"torch-scatter {info['torch_scatter'] or 'not installed'}, "
-          f"{info['threads']} threads, {args.dtype}, {args.clock} clock")
+          f"{label}, {args.dtype}, {args.clock} clock")
     results = []
-    header = (f"{'group':<10} {'candidate':<40} {'ms':>9} {'q1-q3 ms':>15} {'ratio':>6} "
+    header = (f"{'group':<11} {'candidate':<40} {'ms':>9} {'q1-q3 ms':>15} {'ratio':>6} "
               f"{'peak MiB':>9} {'saved MiB':>9}")
     print(header)
     print("-" * len(header))
     for group in args.only:
-        rows = (tree_group(args, device, dtype) if group == "tree"
+        rows = (GROUP_BUILDERS[group](args, device, dtype) if group in GROUP_BUILDERS
                 else sequence_group(group, args, device, dtype))
         times = time_group(rows, args.repeats, args.warmup, device, args.clock)
         base = statistics.median(times[rows[0].name])
@@ -317,15 +430,36 @@ def main(argv: Optional[List[str]] = None) -> int:
             # neighbours in time see the same machine load, so this is steadier on a
             # shared machine than the ratio of the two medians (also written).
             paired = statistics.median(a / b for a, b in zip(t, times[rows[0].name]))
-            res = dict(group=group, candidate=r.name, median_ms=med * 1e3,
+            res = dict(group=group, candidate=r.name, threads=threads,
+                       default_threads=default, median_ms=med * 1e3,
                        q1_ms=q[0] * 1e3, q3_ms=q[2] * 1e3, ratio=paired,
                        ratio_of_medians=med / base,
                        peak_bytes=peak, saved_bytes=saved, times_ms=[s * 1e3 for s in t])
             results.append(res)
             mib = lambda b: "-" if b is None else f"{b / 2**20:9.1f}"  # noqa: E731
             iqr = f"{q[0] * 1e3:.1f}-{q[2] * 1e3:.1f}"
-            print(f"{group:<10} {r.name:<40} {med * 1e3:9.2f} {iqr:>15} {paired:6.2f} "
+            print(f"{group:<11} {r.name:<40} {med * 1e3:9.2f} {iqr:>15} {paired:6.2f} "
                   f"{mib(peak):>9} {mib(saved):>9}", flush=True)
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    dtype = getattr(torch, args.dtype)
+    default_threads = torch.get_num_threads()
+    info = machine(device)
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        torch.manual_seed(args.seed)
+        results += run_groups(args, device, dtype, info, threads or default_threads,
+                              default=threads is None)
+    torch.set_num_threads(default_threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     clock = "" if args.clock == "wall" else "_cputime"

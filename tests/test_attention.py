@@ -120,9 +120,13 @@ def test_flex_equals_reference(kind, eager_flex):
     graph = make_graph(kind, [5, 9, 2, 7])
     conv = AttentionConv(6, 4, heads=2, rotary=True)
     x = torch.randn(graph.num_nodes, 6)
+    bias = torch.randn(graph.num_edges, 2)  # the score bias as a compiled score_mod
     with torch.no_grad():
         torch.testing.assert_close(conv(x, graph, kernel="flex"),
                                    conv(x, graph, kernel="edge"), atol=ATOL, rtol=0)
+        torch.testing.assert_close(conv(x, graph, attn_bias=bias, kernel="flex"),
+                                   conv(x, graph, attn_bias=bias, kernel="edge"),
+                                   atol=ATOL, rtol=0)
 
 
 @pytest.mark.slow

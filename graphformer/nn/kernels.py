@@ -8,7 +8,21 @@ Every kernel computes, for each target node :math:`i` and head :math:`h`,
     \alpha_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
     \left(\frac{\mathbf{q}_i^\top \mathbf{k}_j}{\sqrt{d}}\right),
 
-with :math:`\mathbf{o}_i = 0` when :math:`\mathcal{N}(i)` is empty (never NaN):
+with :math:`\mathbf{o}_i = 0` when :math:`\mathcal{N}(i)` is empty (never NaN).
+Optional per-edge terms: an additive score bias :math:`b^h_{ij}` (``bias``, ``[E, H]``:
+structural or relative-position encodings), carried by every kernel, and edge features
+:math:`\mathbf{e}^h_{ij}` added to the key and the value of each message (``edge_kv``,
+``[E, H, d]``, PyG's ``TransformerConv(edge_dim=...)``), carried by the edge-wise kernel:
+
+.. math::
+    \mathbf{o}_i = \sum_{j} \alpha_{ij} (\mathbf{v}_j + \mathbf{e}_{ij}), \qquad
+    \alpha_{ij} = \operatorname{softmax}_{j}\left(\frac{\mathbf{q}_i^\top
+    (\mathbf{k}_j + \mathbf{e}_{ij})}{\sqrt{d}} + b_{ij}\right).
+
+**Masking rule, for non-finite inputs too:** a key that a query may not see contributes
+nothing to it, even when that key or its value is NaN or infinite. A NaN reaches exactly
+the rows that have an edge from the bad token, on every kernel, as on the edge-wise path
+(see :func:`attention`).
 
 * ``"edge"``: runs on any graph. A score per edge, a segment softmax over each
   target's incoming edges, a scatter-sum of the messages. :func:`edge_attention`
@@ -16,8 +30,10 @@ with :math:`\mathbf{o}_i = 0` when :math:`\mathcal{N}(i)` is empty (never NaN):
   :func:`edge_attention_reference` is the plain version it is tested against.
 * ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` on the padded
   ``[B, H, T, d]`` layout of a :class:`~graphformer.graph.CausalGraph`, with
-  ``is_causal=True`` for dense causal graphs and a boolean ``attn_mask`` otherwise.
-* ``"flex"``: FlexAttention with the graph's ``BlockMask`` (CUDA; forward-only on CPU).
+  ``is_causal=True`` for dense causal graphs, a boolean ``attn_mask`` otherwise, a float
+  ``attn_mask`` holding the bias when there is one.
+* ``"flex"``: FlexAttention with the graph's ``BlockMask`` (CUDA; forward-only on CPU),
+  the bias as a ``score_mod``.
 """
 from __future__ import annotations
 
@@ -33,7 +49,8 @@ from torch_geometric.utils import scatter, softmax
 from graphformer.graph import CausalGraph
 
 __all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention",
-           "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention"]
+           "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention",
+           "dense_bias", "pair_index", "all_finite", "quarantine", "sees"]
 
 KERNELS = ("auto", "edge", "sdpa", "flex")
 
@@ -50,42 +67,58 @@ DENSE_MIN_DENSITY = {"cpu": 1.0 / 16, "cuda": 1.0 / 32}
 FLEX_MIN_LENGTH = 512
 
 
-def edge_scores(q: Tensor, k: Tensor, edge_index: Tensor) -> Tensor:
-    r"""Scaled dot products :math:`\mathbf{q}_i^\top\mathbf{k}_j/\sqrt{d}` per edge and
-    head, ``[E, H]``."""
+def edge_scores(q: Tensor, k: Tensor, edge_index: Tensor,
+                edge_kv: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
+    r"""Scores :math:`\mathbf{q}_i^\top(\mathbf{k}_j + \mathbf{e}_{ij})/\sqrt{d} + b_{ij}`
+    per edge and head, ``[E, H]`` (``edge_kv`` ``[E, H, d]`` and ``bias`` ``[E, H]``
+    optional)."""
     src, dst = edge_index[0], edge_index[1]
-    return (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) / math.sqrt(q.size(-1))
+    kj = k.index_select(0, src)
+    if edge_kv is not None:
+        kj = kj + edge_kv
+    s = (q.index_select(0, dst) * kj).sum(-1) / math.sqrt(q.size(-1))
+    return s if bias is None else s + bias
 
 
 def edge_attention_reference(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
+                             edge_kv: Optional[Tensor] = None,
+                             bias: Optional[Tensor] = None,
                              dropout: float = 0.0, training: bool = False,
                              return_weights: bool = False
                              ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     r"""The plain edge-wise kernel, in the form of PyG's ``TransformerConv``: gathers
     :math:`\mathbf{q}_i, \mathbf{k}_j, \mathbf{v}_j` per edge, PyG's segment ``softmax``,
     a scatter-sum. Autograd keeps the gathered ``[E, H, d]`` tensors for the backward
-    pass. ``q, k, v`` are ``[N, H, d]``, ``edge_index`` is ``[2, E]`` (source, target);
-    returns ``[N, H, d]`` (and the attention weights ``[E, H]`` when ``return_weights``).
-    :func:`edge_attention` computes the same with far less memory; this one is the
-    reference the tests hold it to."""
+    pass. ``q`` is ``[N_dst, H, d]``, ``k, v`` are ``[N_src, H, d]`` (the same nodes
+    unless the graph is bipartite), ``edge_index`` is ``[2, E]`` (source, target),
+    ``edge_kv`` ``[E, H, d]`` is added to the key and to the value of each message and
+    ``bias`` ``[E, H]`` to its score; returns ``[N_dst, H, d]`` (and the attention
+    weights ``[E, H]`` when ``return_weights``). :func:`edge_attention` computes the same
+    with far less memory; this one is the reference the tests hold it to."""
     num_nodes = q.size(0)
     src, dst = edge_index[0], edge_index[1]
-    alpha = softmax(edge_scores(q, k, edge_index), dst, num_nodes=num_nodes)
+    alpha = softmax(edge_scores(q, k, edge_index, edge_kv, bias), dst, num_nodes=num_nodes)
     weights = alpha
     if dropout > 0.0 and training:
         alpha = F.dropout(alpha, p=dropout, training=True)
-    messages = v.index_select(0, src) * alpha.unsqueeze(-1)
-    out = scatter(messages, dst, dim=0, dim_size=num_nodes, reduce="sum")
+    vj = v.index_select(0, src)
+    if edge_kv is not None:
+        vj = vj + edge_kv
+    out = scatter(vj * alpha.unsqueeze(-1), dst, dim=0, dim_size=num_nodes, reduce="sum")
     return (out, weights) if return_weights else out
 
 
 #: Edges per chunk are chosen so that one gathered ``[chunk, H, d]`` buffer holds about
 #: this many bytes: small enough that the two reused buffers stay near the cache and
 #: add little to peak memory, large enough that the per-chunk overhead (Python, and
-#: one OpenMP parallel region per op, costly on a loaded CPU) does not matter. On CPU,
-#: 1 and 4 MiB ran equally fast single-threaded; with 2 threads on a shared machine
-#: 4 MiB was faster than 1 MiB (fewer parallel regions) and than 16 MiB.
-CHUNK_BYTES = {"cpu": 1 << 22, "cuda": 1 << 28}
+#: one OpenMP parallel region per op) does not matter. On CPU with one thread, 1 and
+#: 4 MiB ran equally fast and 16 or 64 MiB 8-10% slower (1024 binary trees of depth 4,
+#: width 64). With several threads (``"cpu-threads"``) every op is a parallel region
+#: that waits for all its threads, about one scheduler time slice each when other
+#: jobs hold the cores: there the step's time follows its number of ops, and one
+#: chunk (up to 32 MiB per buffer) ran in half the time of 4 MiB chunks
+#: (docs/results_speed.md).
+CHUNK_BYTES = {"cpu": 1 << 22, "cpu-threads": 1 << 25, "cuda": 1 << 28}
 
 
 def _chunks(num_edges: int, chunk: int):
@@ -93,113 +126,155 @@ def _chunks(num_edges: int, chunk: int):
 
 
 class _EdgeAttention(torch.autograd.Function):
-    r"""Edge-wise attention that saves only ``q, k, v`` (``[N, H, d]``) and the weights
-    ``[E, H]`` for the backward pass and recomputes the per-edge gathers there, in
-    chunks of edges written into two reused buffers (SDDMM for the scores, SpMM for the
-    weighted sum, both as gather + in-place product + ``index_add_``). With the softmax
-    Jacobian folded in as in FlashAttention,
+    r"""Edge-wise attention that saves only ``q, k, v`` (and the edge terms it was
+    given) and the weights ``[E, H]`` for the backward pass and recomputes the per-edge
+    gathers there, in chunks of edges written into two reused buffers (SDDMM for the
+    scores, SpMM for the weighted sum, both as gather + in-place product +
+    ``index_add_``). With the softmax Jacobian folded in as in FlashAttention,
 
     .. math::
         \frac{\partial L}{\partial s_{ij}} = \alpha_{ij}\Big(\frac{\partial L}
         {\partial \alpha_{ij}} - \sum_{j'} \alpha_{ij'} \frac{\partial L}
-        {\partial \alpha_{ij'}}\Big).
+        {\partial \alpha_{ij'}}\Big),
+
+    which is also the gradient of the additive score ``bias``; the edge term
+    :math:`\mathbf{e}_{ij}` (``ekv``) gets :math:`\alpha_{ij}\,\partial L/\partial
+    \mathbf{o}_i` through the value and :math:`\partial L/\partial s_{ij}\,
+    \mathbf{q}_i/\sqrt{d}` through the key.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, src: Tensor, dst: Tensor,
-                keep: Optional[Tensor], chunk: int) -> Tensor:
+                keep: Optional[Tensor], chunk: int, ekv: Optional[Tensor],
+                bias: Optional[Tensor]) -> Tensor:
         # The dtypes as given: autocast (which has no out= variants) stays outside.
         with torch.autocast(q.device.type, enabled=False):
-            N, H, C = q.shape
+            Nq, H, C = q.shape
+            Nk = k.size(0)
             E = src.numel()
             # Gathers and index_add_ on flat [*, H * C] rows (faster than on [*, H, C]).
-            qf, kf, vf = q.view(N, H * C), k.view(N, H * C), v.view(N, H * C)
-            ones = q.new_ones(C)
+            qf, kf, vf = q.view(Nq, H * C), k.view(Nk, H * C), v.view(Nk, H * C)
+            ef = None if ekv is None else ekv.view(E, H * C)
+            # The 1/sqrt(d) scale rides on the vector that sums each head's channels.
+            scale = q.new_full((C,), 1.0 / math.sqrt(C))
             buf1, buf2 = q.new_empty(min(chunk, E), H * C), q.new_empty(min(chunk, E), H * C)
             s = q.new_empty(E, H)
             for a, b in _chunks(E, chunk):
                 kj = torch.index_select(kf, 0, src[a:b], out=buf1[:b - a])
+                if ef is not None:
+                    kj.add_(ef[a:b])
                 qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
-                torch.matmul(kj.mul_(qi).view(b - a, H, C), ones, out=s[a:b])
-            s.mul_(1.0 / math.sqrt(C))
+                torch.matmul(kj.mul_(qi).view(b - a, H, C), scale, out=s[a:b])
+            if bias is not None:
+                s.add_(bias)
             # Segment softmax over each target's incoming edges; every target that has an
-            # edge has a maximum, so no -inf - -inf and no division by zero.
-            smax = q.new_full((N, H), float("-inf")).scatter_reduce_(
+            # edge has a maximum, so no -inf - -inf and no division by zero (unless the
+            # scores themselves are not finite: then, as in PyG's softmax, the rows that
+            # see them are NaN, and only those). (Uninitialised buffers with
+            # scatter_reduce_(include_self=False) would save the fills but ran 2-3x
+            # slower than a fill and index_add_ on CPU.)
+            smax = q.new_full((Nq, H), float("-inf")).scatter_reduce_(
                 0, dst.view(-1, 1).expand(E, H), s, "amax")
             alpha = s.sub_(smax.index_select(0, dst)).exp_()
-            denom = q.new_zeros(N, H).index_add_(0, dst, alpha)
+            denom = q.new_zeros(Nq, H).index_add_(0, dst, alpha)
             alpha.div_(denom.index_select(0, dst))
             weights = alpha if keep is None else alpha * keep
-            out = q.new_zeros(N, H * C)
+            out = q.new_zeros(Nq, H * C)
             for a, b in _chunks(E, chunk):
                 vj = torch.index_select(vf, 0, src[a:b], out=buf1[:b - a])
+                if ef is not None:
+                    vj.add_(ef[a:b])
                 vj.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
                 out.index_add_(0, dst[a:b], vj)
-            ctx.save_for_backward(q, k, v, src, dst, alpha, keep)
+            ctx.save_for_backward(q, k, v, src, dst, alpha, keep, ekv)
             ctx.chunk = chunk
-            return out.view(N, H, C)
+            ctx.has_bias = bias is not None
+            return out.view(Nq, H, C)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        q, k, v, src, dst, alpha, keep = ctx.saved_tensors
+        q, k, v, src, dst, alpha, keep, ekv = ctx.saved_tensors
         with torch.autocast(grad_out.device.type, enabled=False):
             chunk = ctx.chunk
-            N, H, C = q.shape
+            Nq, H, C = q.shape
+            Nk = k.size(0)
             E = src.numel()
-            qf, kf, vf = q.view(N, H * C), k.view(N, H * C), v.view(N, H * C)
-            gf = grad_out.reshape(N, H * C).contiguous()
+            qf, kf, vf = q.view(Nq, H * C), k.view(Nk, H * C), v.view(Nk, H * C)
+            ef = None if ekv is None else ekv.view(E, H * C)
+            gf = grad_out.reshape(Nq, H * C).contiguous()
             ones = q.new_ones(C)
             buf1, buf2 = q.new_empty(min(chunk, E), H * C), q.new_empty(min(chunk, E), H * C)
             weights = alpha if keep is None else alpha * keep
             grad_w = q.new_empty(E, H)  # dL/d(weights)
-            grad_v = q.new_zeros(N, H * C)
+            grad_v = q.new_zeros(Nk, H * C)
+            grad_e = None if ef is None else q.new_empty(E, H * C)
             for a, b in _chunks(E, chunk):
-                go = torch.index_select(gf, 0, dst[a:b], out=buf1[:b - a])
+                # With edge features, the value's gradient alpha * dL/do_i is also the
+                # edge term's (value side): gathered straight into its rows.
+                go = torch.index_select(gf, 0, dst[a:b],
+                                        out=buf1[:b - a] if grad_e is None else grad_e[a:b])
                 vj = torch.index_select(vf, 0, src[a:b], out=buf2[:b - a])
+                if ef is not None:
+                    vj.add_(ef[a:b])
                 torch.matmul(vj.mul_(go).view(b - a, H, C), ones, out=grad_w[a:b])
                 go.view(b - a, H, C).mul_(weights[a:b].unsqueeze(-1))
                 grad_v.index_add_(0, src[a:b], go)
             grad_alpha = grad_w if keep is None else grad_w.mul_(keep)
-            delta = q.new_zeros(N, H).index_add_(0, dst, alpha * grad_alpha)
-            grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)
+            delta = q.new_zeros(Nq, H).index_add_(0, dst, alpha * grad_alpha)
+            grad_s = grad_alpha.sub_(delta.index_select(0, dst)).mul_(alpha)  # dL/ds
+            grad_bias = grad_s.clone() if ctx.has_bias else None
+            # The scale on [E, H] (index_add_'s alpha= would scale every [E, H*d] row).
             grad_s.mul_(1.0 / math.sqrt(C))
-            grad_q, grad_k = q.new_zeros(N, H * C), q.new_zeros(N, H * C)
+            grad_q, grad_k = q.new_zeros(Nq, H * C), q.new_zeros(Nk, H * C)
             for a, b in _chunks(E, chunk):
                 gs = grad_s[a:b].unsqueeze(-1)
                 kj = torch.index_select(kf, 0, src[a:b], out=buf1[:b - a])
+                if ef is not None:
+                    kj.add_(ef[a:b])
                 kj.view(b - a, H, C).mul_(gs)
                 grad_q.index_add_(0, dst[a:b], kj)
                 qi = torch.index_select(qf, 0, dst[a:b], out=buf2[:b - a])
                 qi.view(b - a, H, C).mul_(gs)
                 grad_k.index_add_(0, src[a:b], qi)
-            return (grad_q.view(N, H, C), grad_k.view(N, H, C), grad_v.view(N, H, C),
-                    None, None, None, None)
+                if grad_e is not None:
+                    grad_e[a:b].add_(qi)
+            return (grad_q.view(Nq, H, C), grad_k.view(Nk, H, C), grad_v.view(Nk, H, C),
+                    None, None, None, None,
+                    None if grad_e is None else grad_e.view(E, H, C), grad_bias)
 
 
 def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
+                   edge_kv: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                    dropout: float = 0.0, training: bool = False,
                    return_weights: bool = False,
                    chunk: Optional[int] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-    r"""The edge-wise kernel on any graph: ``q, k, v`` are ``[N, H, d]``, ``edge_index``
-    is ``[2, E]`` (source, target); returns ``[N, H, d]`` (and the attention weights
-    ``[E, H]`` when ``return_weights``).
+    r"""The edge-wise kernel on any graph: ``q`` is ``[N_dst, H, d]``, ``k, v`` are
+    ``[N_src, H, d]``, ``edge_index`` is ``[2, E]`` (source, target), the optional
+    ``edge_kv`` ``[E, H, d]`` is added to the key and the value of each message and
+    ``bias`` ``[E, H]`` to its score; returns ``[N_dst, H, d]`` (and the attention
+    weights ``[E, H]`` when ``return_weights``).
 
     Equal to :func:`edge_attention_reference` (outputs and gradients), but it never
-    keeps the gathered ``[E, H, d]`` tensors: only ``q, k, v`` and the ``[E, H]``
-    weights are saved, and the gathers are redone in the backward pass, ``chunk``
-    edges at a time (by default about 4 MiB of gathered features on CPU). Under
-    ``torch.compile`` and with ``return_weights`` it runs the reference (whose ops the
-    compiler fuses itself). Its backward is not differentiable again: double backward
-    raises an error, use :func:`edge_attention_reference` for that."""
+    keeps the gathered ``[E, H, d]`` tensors: only ``q, k, v`` (and ``edge_kv``) and
+    the ``[E, H]`` weights are saved, and the gathers are redone in the backward pass,
+    ``chunk`` edges at a time (by default about 4 MiB of gathered features on CPU with
+    one thread, 32 MiB with more: see :data:`CHUNK_BYTES`).
+    Under ``torch.compile`` and with ``return_weights`` it runs the reference (whose ops
+    the compiler fuses itself). Its backward is not differentiable again: double
+    backward raises an error, use :func:`edge_attention_reference` for that."""
+    extra = [t for t in (edge_kv, bias) if t is not None]
     if (return_weights or torch.compiler.is_compiling()
-            or q.dtype != k.dtype or q.dtype != v.dtype):
-        return edge_attention_reference(q, k, v, edge_index, dropout=dropout,
-                                        training=training, return_weights=return_weights)
+            or any(t.dtype != q.dtype for t in [k, v, *extra])):
+        return edge_attention_reference(q, k, v, edge_index, edge_kv=edge_kv, bias=bias,
+                                        dropout=dropout, training=training,
+                                        return_weights=return_weights)
     # Rows may be strided (q, k, v as views of one fused projection): only the last
     # two dimensions must be contiguous for the flat [N, H * d] views of the kernel.
     q, k, v = (t if t.stride(-1) == 1 and t.stride(-2) == t.size(-1) else t.contiguous()
                for t in (q, k, v))
+    if edge_kv is not None:
+        edge_kv = edge_kv.contiguous()
     keep = None
     if dropout > 0.0 and training:
         # The mask F.dropout draws on CPU: Bernoulli(1 - p) / (1 - p) per edge and head.
@@ -207,9 +282,12 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
                            device=q.device).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
     if chunk is None:
         row_bytes = q.size(1) * q.size(2) * q.element_size()
-        chunk = max(1, CHUNK_BYTES.get(q.device.type, CHUNK_BYTES["cuda"]) // row_bytes)
+        key = q.device.type
+        if key == "cpu" and torch.get_num_threads() > 1:
+            key = "cpu-threads"
+        chunk = max(1, CHUNK_BYTES.get(key, CHUNK_BYTES["cuda"]) // row_bytes)
     src, dst = edge_index[0].long(), edge_index[1].long()
-    return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk))
+    return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk), edge_kv, bias)
 
 
 def _padded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
@@ -233,19 +311,48 @@ def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
     return mask, has_key.view(mask.size(0), 1, mask.size(1), 1)
 
 
+def pair_index(graph: CausalGraph, edge_index: Tensor) -> Tensor:
+    r"""Index of each edge ``(j, i)`` in the flattened padded ``[B, T, T]`` layout of
+    ``graph`` (row ``i``, column ``j``), for scattering per-edge values there."""
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    T = graph.max_length
+    return (graph.batch[dst] * T + graph.position[dst]) * T + graph.position[src]
+
+
+def dense_bias(graph: CausalGraph, bias: Tensor, edge_index: Tensor) -> Tensor:
+    r"""The per-edge ``bias`` ``[E, H]`` (rows in the order of ``edge_index``) on the
+    padded layout, ``[B, H, T, T]``, 0 at every pair that is not an edge. Autograd
+    carries the gradient back to ``bias``."""
+    B, T, H = graph.num_sequences, graph.max_length, bias.size(1)
+    out = bias.new_zeros(B * T * T, H)
+    out = out.index_put((pair_index(graph, edge_index),), bias, accumulate=True)
+    return out.view(B, T, T, H).permute(0, 3, 1, 2)
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
+                   bias: Optional[Tensor] = None, edge_index: Optional[Tensor] = None,
                    dropout: float = 0.0, training: bool = False) -> Tensor:
     r"""Fused SDPA on the padded layout: ``is_causal`` when the graph is dense causal,
-    a boolean mask otherwise. ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``."""
+    a boolean mask otherwise, a float mask (``-inf`` off the graph, the bias on it) when
+    a per-edge score ``bias`` ``[E, H]`` is given (rows in the order of ``edge_index``,
+    by default ``graph.edge_index``). ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``."""
     p = dropout if training else 0.0
     qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
     # Right padding never leaks into real rows under the causal rule (padded keys come
     # after every real query), so the unmasked causal kernel stays exact with padding.
-    if graph.is_dense and (graph.causal or graph.is_uniform):
+    if bias is None and graph.is_dense and (graph.causal or graph.is_uniform):
         out = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=p, is_causal=graph.causal)
         return _unpadded_heads(graph, out)
     mask, has_key = _masked_rows(graph)
-    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask.unsqueeze(1), dropout_p=p)
+    if bias is None:
+        attn_mask = mask.unsqueeze(1)
+    else:
+        edge_index = graph.edge_index if edge_index is None else edge_index
+        # 0 at every allowed pair (and in opened empty rows), -inf elsewhere, plus the
+        # bias on the edges.
+        attn_mask = dense_bias(graph, bias, edge_index).masked_fill(
+            ~mask.unsqueeze(1), float("-inf"))
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=attn_mask, dropout_p=p)
     if has_key is not None:
         out = torch.where(has_key, out, torch.zeros((), dtype=out.dtype, device=out.device))
     return _unpadded_heads(graph, out)
@@ -262,39 +369,78 @@ def _flex():
     return _compiled_flex
 
 
-def flex_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph) -> Tensor:
-    r"""FlexAttention with the graph's ``BlockMask``; rows with no key give 0."""
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
+                   bias: Optional[Tensor] = None,
+                   edge_index: Optional[Tensor] = None) -> Tensor:
+    r"""FlexAttention with the graph's ``BlockMask``; rows with no key give 0. A
+    per-edge score ``bias`` ``[E, H]`` (rows in the order of ``edge_index``, by default
+    ``graph.edge_index``) becomes a ``score_mod`` that adds it to each score."""
     qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
-    out = _flex()(qp, kp, vp, block_mask=graph.block_mask())
+    score_mod = None
+    if bias is not None:
+        table = dense_bias(graph, bias, graph.edge_index if edge_index is None else edge_index)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + table[b, h, q_idx, kv_idx]
+    out = _flex()(qp, kp, vp, score_mod=score_mod, block_mask=graph.block_mask())
     return _unpadded_heads(graph, out)
+
+
+#: Why ``"auto"`` runs the edge-wise kernel when messages carry edge features.
+EDGE_FEATURES_REASON = (
+    "edge features (edge_attr) change the value of each message, and the fused SDPA and "
+    "FlexAttention kernels never expose the attention weights that multiply it; a dense "
+    "per-pair [B, T, T, H, d] edge tensor with plain masked attention took 1.6 to 4.8x "
+    "the time and 1.6 to 3.2x the peak memory of the edge-wise kernel on dense causal "
+    "graphs of T = 16, 64 and 256 (CPU, docs/results_speed.md)")
 
 
 def choose_kernel(graph: Union[Tensor, CausalGraph], device: torch.device,
                   kernel: str = "auto", *, needs_grad: bool = False,
-                  dropout: float = 0.0) -> str:
+                  dropout: float = 0.0, edge_features: bool = False,
+                  bipartite: bool = False, reason: bool = False
+                  ) -> Union[str, Tuple[str, str]]:
     r"""The kernel that runs ``kernel`` (``"auto"`` picks the fastest exact one) on
     ``graph``, or a :class:`ValueError` that says why a forced kernel cannot run and
-    which one can."""
+    which one can. With ``reason=True``, returns ``(kernel, why)``.
+
+    Only the edge-wise kernel carries edge features (``edge_features``) and bipartite
+    graphs; every kernel carries an additive score bias."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     is_graph = isinstance(graph, CausalGraph)
     if kernel == "auto":
+        if bipartite:
+            return _why("edge", "a bipartite graph has no sequences", reason)
+        if edge_features:
+            return _why("edge", EDGE_FEATURES_REASON, reason)
         if not is_graph:
-            return "edge"
+            return _why("edge", "a plain edge_index has no sequences (pass a CausalGraph "
+                        "or batch= for the fused kernels)", reason)
         if graph.is_dense:
-            return "sdpa"
+            return _why("sdpa", "dense causal (or full) sequences", reason)
         density = graph.num_edges / max(1, int((graph.lengths ** 2).sum()))
         if density < DENSE_MIN_DENSITY.get(device.type, DENSE_MIN_DENSITY["cuda"]):
-            return "edge"
+            return _why("edge", f"only {density:.3g} of the padded pairs are edges, below "
+                        "DENSE_MIN_DENSITY", reason)
         if (device.type == "cuda" and graph.max_length >= FLEX_MIN_LENGTH
                 and dropout == 0.0):
-            return "flex"
-        return "sdpa"
-    if kernel in ("sdpa", "flex") and not is_graph:
-        raise ValueError(
-            f"kernel={kernel!r} needs nodes grouped into sequences: pass a CausalGraph "
-            "(e.g. CausalGraph.from_edge_index(edge_index, batch, causal=False)) or "
-            "`batch=`; kernel='edge' runs on any edge_index")
+            return _why("flex", "a structured mask on long sequences (CUDA)", reason)
+        return _why("sdpa", "a structured mask, dense enough for masked SDPA", reason)
+    if kernel in ("sdpa", "flex"):
+        if edge_features:
+            raise ValueError(
+                f"kernel={kernel!r} cannot carry edge features (edge_attr): the edge term "
+                "of each message's value needs its attention weight, which the fused "
+                "kernels never expose; kernel='edge' (or 'auto') can")
+        if bipartite:
+            raise ValueError(f"kernel={kernel!r} cannot run on a bipartite (x_src, x_dst) "
+                             "input; kernel='edge' (or 'auto') can")
+        if not is_graph:
+            raise ValueError(
+                f"kernel={kernel!r} needs nodes grouped into sequences: pass a CausalGraph "
+                "(e.g. CausalGraph.from_edge_index(edge_index, batch, causal=False)) or "
+                "`batch=`; kernel='edge' runs on any edge_index")
     if kernel == "flex":
         if device.type != "cuda" and needs_grad:
             raise ValueError(
@@ -303,20 +449,94 @@ def choose_kernel(graph: Union[Tensor, CausalGraph], device: torch.device,
         if dropout > 0.0:
             raise ValueError("kernel='flex' has no attention dropout; use kernel='sdpa' "
                              "or set dropout=0")
-    return kernel
+    return _why(kernel, "forced", reason)
+
+
+def _why(kernel: str, why: str, reason: bool) -> Union[str, Tuple[str, str]]:
+    return (kernel, why) if reason else kernel
+
+
+def all_finite(*tensors: Optional[Tensor]) -> bool:
+    r"""``True`` when no tensor holds a NaN or an infinity, read from one fp32 sum per
+    tensor (a NaN or an infinity makes the sum non-finite): one pass without a boolean
+    temporary, 20x cheaper than ``isfinite(t).all()`` on CPU. A finite tensor whose sum
+    overflows fp32 also reads as not finite, which only costs the exact fallback."""
+    total = None
+    for t in tensors:
+        if t is not None:
+            part = t.sum(dtype=torch.float32)
+            total = part if total is None else total + part
+    return total is None or bool(torch.isfinite(total))
+
+
+def quarantine(k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Without a host sync (for ``torch.compile``): ``k`` and ``v`` with every key row
+    and head that holds a NaN or an infinity set to 0, and the ``[N, H]`` indicator of
+    those (key, head) pairs."""
+    bad = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))
+    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    keep = ~bad.unsqueeze(-1)
+    return torch.where(keep, k, zero), torch.where(keep, v, zero), bad
+
+
+def sees(graph: CausalGraph, bad: Tensor) -> Tensor:
+    r"""``[N, H]``: whether node ``i`` has an edge from a node ``j`` with ``bad[j, h]``
+    (a cumulative sum along each sequence for dense causal graphs, a ``[B, T, T]`` mask
+    product otherwise)."""
+    badp = graph.to_padded(bad.to(torch.float32))  # [B, T, H], 0 in padding
+    if graph.is_dense:
+        count = badp.cumsum(1) if graph.causal else badp.sum(1, keepdim=True).expand_as(badp)
+    else:
+        count = torch.bmm(graph.dense_mask().to(torch.float32), badp)
+    return graph.from_padded(count > 0)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph],
-              kernel: str = "auto", *, dropout: float = 0.0,
+              kernel: str = "auto", *, edge_index: Optional[Tensor] = None,
+              edge_kv: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+              bipartite: bool = False, dropout: float = 0.0,
               training: bool = False) -> Tensor:
-    r"""The one dispatch function: attention of ``q, k, v`` (``[N, H, d]``) over the
-    incoming edges of ``graph`` with ``kernel`` (see :func:`choose_kernel`)."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    r"""The one dispatch function: attention of ``q`` (``[N_dst, H, d]``) over ``k, v``
+    (``[N_src, H, d]``) along the incoming edges of ``graph`` with ``kernel`` (see
+    :func:`choose_kernel`).
+
+    ``edge_kv`` ``[E, H, d]`` (added to key and value) and ``bias`` ``[E, H]`` (added to
+    the score) are per edge, in the order of ``edge_index``: by default the graph's own
+    (``graph.edge_index`` for a :class:`CausalGraph`); a :class:`CausalGraph` built from
+    a plain edge list may pass that list, in any order.
+
+    **Masking is exact for non-finite inputs.** A key that a query may not see
+    contributes nothing to it, even when its key or value holds a NaN or an infinity:
+    the NaN reaches exactly the rows whose incoming edges carry it, as on the edge-wise
+    kernel. The fused kernels multiply masked weights (0) by every value (0 * NaN =
+    NaN), so before running one, a check of ``k`` and ``v`` (:func:`all_finite`: one
+    sum over each ``[N, H, d]`` tensor, about 0.1 ms at B=8, T=256, 4 heads of 32 on
+    one CPU thread, against about 30 ms for the layer's step) sends non-finite inputs to
+    the edge-wise kernel, which only ever reads the edges of the graph. Under
+    ``torch.compile`` the check is skipped (it would break the graph)."""
+    bipartite = bipartite or k.size(0) != q.size(0)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (q, k, v, edge_kv, bias) if t is not None)
     kernel = choose_kernel(graph, q.device, kernel, needs_grad=needs_grad,
-                           dropout=dropout if training else 0.0)
+                           dropout=dropout if training else 0.0,
+                           edge_features=edge_kv is not None, bipartite=bipartite)
+    bad = None
+    if kernel != "edge":
+        if torch.compiler.is_compiling():
+            k, v, bad = quarantine(k, v)
+        elif not all_finite(k, v):
+            kernel = "edge"
     if kernel == "edge":
-        edge_index = graph.edge_index if isinstance(graph, CausalGraph) else graph
-        return edge_attention(q, k, v, edge_index, dropout=dropout, training=training)
+        if edge_index is None:
+            edge_index = graph.edge_index if isinstance(graph, CausalGraph) else graph
+        return edge_attention(q, k, v, edge_index, edge_kv=edge_kv, bias=bias,
+                              dropout=dropout, training=training)
     if kernel == "sdpa":
-        return sdpa_attention(q, k, v, graph, dropout=dropout, training=training)
-    return flex_attention(q, k, v, graph)
+        out = sdpa_attention(q, k, v, graph, bias=bias, edge_index=edge_index,
+                             dropout=dropout, training=training)
+    else:
+        out = flex_attention(q, k, v, graph, bias=bias, edge_index=edge_index)
+    if bad is not None:
+        nan = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
+        out = torch.where(sees(graph, bad).unsqueeze(-1), nan, out)
+    return out

@@ -10,10 +10,10 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
-from graphformer.graph import CausalGraph, check_edge_index
+from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
-
-GraphLike = Union[Tensor, CausalGraph]
+from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_input,  # noqa: F401
+                                        edge_attr_rows, prepare_inputs)
 
 
 def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tensor:
@@ -30,54 +30,63 @@ def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tens
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
-def check_input(x: Tensor, edge_index: GraphLike, in_channels: int) -> None:
-    r"""Clear errors for node features that do not fit a layer or its graph."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor [num_nodes, channels], got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"x must have shape [num_nodes, {in_channels}], got {list(x.shape)}")
-    if in_channels > 0 and x.size(1) != in_channels:
-        raise ValueError(f"x has {x.size(1)} channels but the layer expects {in_channels}")
-    if isinstance(edge_index, CausalGraph):
-        if edge_index.num_nodes != x.size(0):
-            raise ValueError(f"x has {x.size(0)} rows but the CausalGraph has "
-                             f"{edge_index.num_nodes} nodes")
-        if edge_index.device != x.device:
-            raise ValueError(f"x is on {x.device} but the CausalGraph is on "
-                             f"{edge_index.device}: call graph.to(x.device)")
-    else:
-        check_edge_index(edge_index, x.size(0))
+def uses_pyg_machinery(conv: MessagePassing) -> bool:
+    r"""``True`` when PyG needs ``conv`` to run through ``propagate``: explain masks set
+    (``conv.explain``) or a propagate/message/aggregate hook registered. (PyG's
+    ``decomposed_layers`` splits features along the channels, which would cut the
+    attention scores apart; the kernels ignore it, it only saves inference memory.)"""
+    hooks = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks",
+             "_message_forward_pre_hooks", "_message_forward_hooks",
+             "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
+             "_message_and_aggregate_forward_pre_hooks",
+             "_message_and_aggregate_forward_hooks")
+    if any(len(getattr(conv, name, ())) for name in hooks):
+        return True
+    return bool(conv.explain)
 
 
 class AttentionConv(MessagePassing):
     r"""Multi-head scaled dot-product attention as message passing: the query comes from
-    the target node, key and value from the source,
+    the target node, key and value from the source (plus the projected edge features,
+    when there are some),
 
     .. math::
         \mathbf{x}^{\prime}_i = \mathbf{W}_s \mathbf{x}_i +
         \big\Vert_{h=1}^{H} \sum_{j \in \mathcal{N}(i)} \alpha^{h}_{ij}
-        \mathbf{W}^{h}_v \mathbf{x}_j, \qquad
+        \left(\mathbf{W}^{h}_v \mathbf{x}_j + \mathbf{W}^{h}_e \mathbf{e}_{ij}\right),
+
+    .. math::
         \alpha^{h}_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}\left(
-        \frac{(\mathbf{W}^{h}_q \mathbf{x}_i)^{\top} \mathbf{W}^{h}_k \mathbf{x}_j}
-        {\sqrt{d}}\right).
+        \frac{(\mathbf{W}^{h}_q \mathbf{x}_i)^{\top} (\mathbf{W}^{h}_k \mathbf{x}_j +
+        \mathbf{W}^{h}_e \mathbf{e}_{ij})}{\sqrt{d}} + b^{h}_{ij}\right),
+
+    with edge features :math:`\mathbf{e}_{ij}` (``edge_attr``, when ``edge_dim`` is set)
+    and an optional additive score bias :math:`b^h_{ij}` (``attn_bias``: structural or
+    relative-position encodings).
 
     On a :class:`~graphformer.graph.CausalGraph` this is the self-attention of a
     Transformer; on any other graph it is PyG's
     :class:`~torch_geometric.nn.conv.TransformerConv` (parameter names follow it, so with
-    the same weights and ``root_weight=False`` both give the same output). The kernel is
-    picked per call (see :mod:`graphformer.nn.kernels`): fused SDPA for dense causal
-    graphs, masked SDPA or FlexAttention for structured ones, edge-wise otherwise. Every
-    kernel gives the same answer; a node with no incoming edge gets a zero message.
+    the same weights and ``root_weight=False`` both give the same output, with or
+    without edge features, on a graph or a bipartite pair). The kernel is picked per call
+    (see :mod:`graphformer.nn.kernels`): fused SDPA for dense causal graphs, masked SDPA
+    or FlexAttention for structured ones, edge-wise otherwise and whenever there are
+    edge features. Every kernel gives the same answer (NaN and infinity included: a key
+    a query may not see contributes nothing to it); a node with no incoming edge gets a
+    zero message (so does every target when a bipartite pair has ``x_src=None``, as
+    ``to_hetero`` passes for a node type that is only ever a source). When PyG needs its own path (explain masks set, hooks registered), the
+    layer runs through ``propagate`` and :meth:`message`.
 
     Args:
-        in_channels (int): size of each input sample.
+        in_channels (int or tuple): size of each input sample, or ``(source, target)``
+            sizes for bipartite input; ``-1`` infers it on the first call.
         out_channels (int): size of each head's output.
         heads (int, optional): number of attention heads. (default: :obj:`1`)
         concat (bool, optional): concatenate the heads (else average them).
             (default: :obj:`True`)
         dropout (float, optional): dropout on the attention weights. (default: :obj:`0.`)
+        edge_dim (int, optional): number of edge features; ``lin_edge`` (no bias) projects
+            them into each head's key and value. (default: :obj:`None`)
         root_weight (bool, optional): add the skip term :math:`\mathbf{W}_s\mathbf{x}_i`.
             (default: :obj:`True`)
         bias (bool, optional): learn additive biases. (default: :obj:`True`)
@@ -92,8 +101,9 @@ class AttentionConv(MessagePassing):
 
     accepts_causal_graph = True
 
-    def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
-                 concat: bool = True, dropout: float = 0.0, root_weight: bool = True,
+    def __init__(self, in_channels: Union[int, Tuple[int, int]], out_channels: int,
+                 heads: int = 1, concat: bool = True, dropout: float = 0.0,
+                 edge_dim: Optional[int] = None, root_weight: bool = True,
                  bias: bool = True, kernel: str = "auto", rotary: bool = False,
                  **kwargs) -> None:
         kwargs.setdefault("aggr", "add")
@@ -108,19 +118,27 @@ class AttentionConv(MessagePassing):
             raise ValueError(f"rotary embedding needs an even head size, got {out_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if edge_dim is not None and (not isinstance(edge_dim, int) or edge_dim < 1):
+            raise ValueError(f"edge_dim must be a positive int or None, got {edge_dim!r}")
+        src_channels, dst_channels = (in_channels if isinstance(in_channels, (tuple, list))
+                                      else (in_channels, in_channels))
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
         self.concat = concat
         self.dropout = dropout
+        self.edge_dim = edge_dim
         self.root_weight = root_weight
         self.kernel = kernel
         self.rotary = rotary
-        self.lin_key = Linear(in_channels, heads * out_channels, bias=bias)
-        self.lin_query = Linear(in_channels, heads * out_channels, bias=bias)
-        self.lin_value = Linear(in_channels, heads * out_channels, bias=bias)
+        self.lin_key = Linear(src_channels, heads * out_channels, bias=bias)
+        self.lin_query = Linear(dst_channels, heads * out_channels, bias=bias)
+        self.lin_value = Linear(src_channels, heads * out_channels, bias=bias)
+        self.lin_edge = (Linear(edge_dim, heads * out_channels, bias=False)
+                         if edge_dim is not None else None)
         skip_channels = heads * out_channels if concat else out_channels
-        self.lin_skip = Linear(in_channels, skip_channels, bias=bias) if root_weight else None
+        self.lin_skip = (Linear(dst_channels, skip_channels, bias=bias)
+                         if root_weight else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -128,41 +146,113 @@ class AttentionConv(MessagePassing):
         self.lin_key.reset_parameters()
         self.lin_query.reset_parameters()
         self.lin_value.reset_parameters()
+        if self.lin_edge is not None:
+            self.lin_edge.reset_parameters()
         if self.lin_skip is not None:
             self.lin_skip.reset_parameters()
 
-    def project(self, x: Tensor, edge_index: GraphLike,
+    # ------------------------------------------------------------------ inputs
+    def weight_dtype(self) -> torch.dtype:
+        r"""The floating type of the layer's weights (what ``x`` must have outside
+        autocast)."""
+        return self.lin_value.weight.dtype
+
+    def prepare(self, x, edge_index, size=None, batch=None) -> LayerInputs:
+        r"""The inputs checked and in one form (see
+        :func:`~graphformer.nn.conv.inputs.prepare_inputs`)."""
+        return prepare_inputs(x, edge_index, self.in_channels, size=size, batch=batch,
+                              weight_dtype=self.weight_dtype())
+
+    def edge_term(self, edge_attr: Optional[Tensor], inputs: LayerInputs) -> Optional[Tensor]:
+        r"""The projected edge features ``[E, H, d]`` (``None`` without edge features).
+        As in PyG, the values of a sparse adjacency are the edge features when the layer
+        has ``edge_dim`` and no ``edge_attr`` is given."""
+        if edge_attr is None and self.lin_edge is not None and inputs.values is not None \
+                and inputs.values.is_floating_point():
+            edge_attr = inputs.values
+        if edge_attr is None:
+            return None
+        edge_attr = edge_attr_rows(edge_attr, inputs.num_edges, self.edge_dim,
+                                   self.__class__.__name__)
+        return self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+
+    def score_bias(self, attn_bias: Optional[Tensor], num_edges: int) -> Optional[Tensor]:
+        r"""``attn_bias`` checked, as ``[E, H]`` (a ``[E]`` bias is shared by the
+        heads)."""
+        if attn_bias is None:
+            return None
+        if not isinstance(attn_bias, Tensor) or not attn_bias.is_floating_point():
+            raise TypeError("attn_bias must be a floating-point tensor [num_edges, heads], "
+                            f"got {getattr(attn_bias, 'dtype', type(attn_bias).__name__)}")
+        H = self.heads
+        if attn_bias.dim() == 1:
+            attn_bias = attn_bias.unsqueeze(-1)
+        if (attn_bias.dim() != 2 or attn_bias.size(0) != num_edges
+                or attn_bias.size(1) not in (1, H)):
+            raise ValueError(
+                f"attn_bias must have shape [num_edges, heads] = [{num_edges}, {H}] (or "
+                f"[{num_edges}] for all heads), one row per edge in the order of "
+                f"edge_index, got {list(attn_bias.shape)}")
+        return attn_bias.expand(num_edges, H)
+
+    def project(self, x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index: GraphLike,
                 position: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        r"""Queries, keys and values ``[N, H, d]`` (rotary applied when enabled)."""
+        r"""Queries ``[N_dst, H, d]``, keys and values ``[N_src, H, d]`` (rotary applied
+        when enabled) of ``x`` or of a bipartite pair ``(x_src, x_dst)``."""
         H, C = self.heads, self.out_channels
         lins = (self.lin_query, self.lin_key, self.lin_value)
-        if all(isinstance(lin.weight, torch.nn.Parameter)
-               and not isinstance(lin.weight, torch.nn.parameter.UninitializedParameter)
-               for lin in lins):
+        if isinstance(x, (tuple, list)):
+            x_src, x_dst = x
+        else:
+            x_src = x_dst = x
+        if x_src is x_dst and all(
+                isinstance(lin.weight, torch.nn.Parameter)
+                and not isinstance(lin.weight, torch.nn.parameter.UninitializedParameter)
+                for lin in lins):
             # One GEMM for the three projections (same parameters, same result): x is
             # read once and the larger product runs faster, forward and backward.
             weight = torch.cat([lin.weight for lin in lins])
             bias = None if lins[0].bias is None else torch.cat([lin.bias for lin in lins])
-            q, k, v = F.linear(x, weight, bias).view(-1, 3, H, C).unbind(1)
+            q, k, v = F.linear(x_src, weight, bias).view(-1, 3, H, C).unbind(1)
         else:
-            q, k, v = (lin(x).view(-1, H, C) for lin in lins)
+            q = self.lin_query(x_dst).view(-1, H, C)
+            k, v = (lin(x_src).view(-1, H, C) for lin in lins[1:])
         if self.rotary:
-            if position is None:
-                if not isinstance(edge_index, CausalGraph):
-                    raise ValueError("rotary=True needs positions: pass a CausalGraph or "
-                                     "`position=`")
-                position = edge_index.position
-            q, k = rotary_embedding(q, position), rotary_embedding(k, position)
+            q, k = self.rotate(q, k, edge_index, position, x_src is not x_dst)
         return q, k, v
 
-    def forward(self, x: Tensor, edge_index: GraphLike, kernel: Optional[str] = None,
+    def rotate(self, q: Tensor, k: Tensor, edge_index: GraphLike,
+               position: Optional[Tensor], bipartite: bool = False) -> Tuple[Tensor, ...]:
+        r"""``q`` and ``k`` with the rotary embedding at the nodes' positions."""
+        if bipartite:
+            raise ValueError("rotary=True needs one set of nodes with positions; it does "
+                             "not apply to a bipartite (x_src, x_dst) pair")
+        if position is None:
+            if not isinstance(edge_index, CausalGraph):
+                raise ValueError("rotary=True needs positions: pass a CausalGraph or "
+                                 "`position=`")
+            position = edge_index.position
+        return rotary_embedding(q, position), rotary_embedding(k, position)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index: object,
+                edge_attr: Optional[Tensor] = None, kernel: Optional[str] = None,
                 return_attention_weights: Optional[bool] = None,
-                position: Optional[Tensor] = None, batch: Optional[Tensor] = None):
+                position: Optional[Tensor] = None, batch: Optional[Tensor] = None,
+                attn_bias: Optional[Tensor] = None,
+                size: Optional[Tuple[int, int]] = None):
         r"""Runs the layer.
 
         Args:
-            x (torch.Tensor): node features ``[N, in_channels]``.
-            edge_index (torch.Tensor or CausalGraph): the graph.
+            x (torch.Tensor or (torch.Tensor, torch.Tensor)): node features
+                ``[N, in_channels]``, or a bipartite pair ``(x_src, x_dst)``.
+            edge_index (torch.Tensor, CausalGraph or sparse adjacency): the graph: a
+                ``[2, E]`` edge list, a :class:`CausalGraph`, or a transposed adjacency
+                ``adj_t`` ``[N_dst, N_src]`` (``torch.sparse`` or
+                ``torch_sparse.SparseTensor``).
+            edge_attr (torch.Tensor, optional): edge features ``[E, edge_dim]``, one row
+                per edge of ``edge_index`` (for a :class:`CausalGraph`, of
+                ``graph.edge_index``; for a sparse adjacency, in its coalesced order).
             kernel (str, optional): overrides the layer's kernel for this call.
             return_attention_weights (bool, optional): if set, also return
                 ``(edge_index, alpha)`` with ``alpha`` ``[E, heads]``.
@@ -170,21 +260,37 @@ class AttentionConv(MessagePassing):
                 ``edge_index`` is a plain tensor.
             batch (torch.Tensor, optional): with a plain ``edge_index``, the sequence
                 (graph) of each node, so that the fused kernels can run on it.
+            attn_bias (torch.Tensor, optional): additive score bias ``[E, heads]`` (or
+                ``[E]`` for all heads), in the same edge order as ``edge_attr``.
+            size ((int, int), optional): ``(N_src, N_dst)`` of a bipartite graph.
         """
-        check_input(x, edge_index, self.in_channels)
-        if batch is not None and not isinstance(edge_index, CausalGraph):
-            edge_index = CausalGraph.from_edge_index(edge_index, batch, causal=False)
-        q, k, v = self.project(x, edge_index, position)
-        out = kernels.attention(q, k, v, edge_index, kernel or self.kernel,
-                                dropout=self.dropout, training=self.training)
-        out = self.combine(out, x)
+        inputs = self.prepare(x, edge_index, size, batch)
+        if inputs.x_src is None:  # sources without features send no message
+            out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
+            return self.combine(out, inputs.x_dst)
+        ekv = self.edge_term(edge_attr, inputs)
+        bias = self.score_bias(attn_bias, inputs.num_edges)
+        pair = (inputs.x_src, inputs.x_dst)
+        q, k, v = self.project(pair if inputs.bipartite else inputs.x_src, inputs.graph,
+                               position)
+        if uses_pyg_machinery(self):
+            out = self.propagate(inputs.edge_index, query=q, key=k, value=v, edge_attr=ekv,
+                                 attn_bias=bias, size=inputs.size)
+        else:
+            out = kernels.attention(q, k, v, inputs.graph, kernel or self.kernel,
+                                    edge_index=inputs.edge_index, edge_kv=ekv, bias=bias,
+                                    bipartite=inputs.bipartite, dropout=self.dropout,
+                                    training=self.training)
+        out = self.combine(out, inputs.x_dst)
         if return_attention_weights is not None:
-            return out, self.attention_weights(q, k, edge_index)
+            alpha = softmax(kernels.edge_scores(q, k, inputs.edge_index, ekv, bias),
+                                    inputs.edge_index[1], num_nodes=q.size(0))
+            return out, (inputs.edge_index, alpha)
         return out
 
     def combine(self, out: Tensor, x: Tensor) -> Tensor:
-        r"""Merges the heads ``[N, H, d]`` and adds the skip term."""
-        out = out.reshape(out.size(0), -1) if self.concat else out.mean(dim=1)
+        r"""Merges the heads ``[N, H, d]`` and adds the skip term of the targets ``x``."""
+        out = out.reshape(out.size(0), out.size(1) * out.size(2)) if self.concat else out.mean(dim=1)
         if self.lin_skip is not None:
             out = out + self.lin_skip(x)
         return out
@@ -196,14 +302,27 @@ class AttentionConv(MessagePassing):
         alpha = softmax(kernels.edge_scores(q, k, ei), ei[1], num_nodes=q.size(0))
         return ei, alpha
 
-    def message(self, query_i: Tensor, key_j: Tensor, value_j: Tensor, index: Tensor,
+    def message(self, query_i: Tensor, key_j: Tensor, value_j: Tensor,
+                edge_attr: Optional[Tensor], attn_bias: Optional[Tensor], index: Tensor,
                 ptr: Optional[Tensor], size_i: Optional[int]) -> Tensor:
-        # PyG's message-passing form of the same update, used by `propagate` (e.g. by
-        # explainers); the kernels above are the fast paths.
-        alpha = (query_i * key_j).sum(-1) / math.sqrt(self.out_channels)
-        alpha = softmax(alpha, index, ptr, size_i)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        # PyG's message-passing form of the same update, used by `propagate` when PyG
+        # needs it (explainers, hooks); the kernels are the fast paths. `edge_attr` is
+        # the projected edge term [E, H, d].
+        if edge_attr is not None:
+            key_j = key_j + edge_attr
+            value_j = value_j + edge_attr
+        alpha = self.message_weights(query_i, key_j, attn_bias, index, ptr, size_i)
         return value_j * alpha.unsqueeze(-1)
+
+    def message_weights(self, query_i: Tensor, key_j: Tensor, attn_bias: Optional[Tensor],
+                        index: Tensor, ptr: Optional[Tensor],
+                        size_i: Optional[int]) -> Tensor:
+        r"""The attention weights ``[E, H]`` of the messages (after dropout)."""
+        alpha = (query_i * key_j).sum(-1) / math.sqrt(self.out_channels)
+        if attn_bias is not None:
+            alpha = alpha + attn_bias
+        alpha = softmax(alpha, index, ptr, size_i)
+        return F.dropout(alpha, p=self.dropout, training=self.training)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -8,9 +8,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.graph import CausalGraph
-from graphformer.nn.conv.attention import check_input
-
-GraphLike = Union[Tensor, CausalGraph]
+from graphformer.nn.conv.inputs import GraphLike, prepare_inputs
 PATHS = ("auto", "edge", "prefix")
 
 
@@ -27,10 +25,14 @@ class DeepSetsConv(MessagePassing):
     On a complete graph it is Deep Sets; on a dense causal
     :class:`~graphformer.graph.CausalGraph` the aggregation is a prefix sum over each
     sequence, computed in :math:`O(N)` with ``cumsum`` (the ``"prefix"`` path) instead of
-    one message per edge (the ``"edge"`` reference path).
+    one message per edge (the ``"edge"`` reference path). Like every graphformer layer it
+    also takes a bipartite pair ``(x_src, x_dst)`` (only the sources are read) with
+    ``size``, and a sparse adjacency ``adj_t`` (``torch.sparse`` or
+    ``torch_sparse.SparseTensor``) in place of ``edge_index``.
 
     Args:
-        in_channels (int): size of each input sample.
+        in_channels (int or tuple): size of each input sample, or ``(source, target)``
+            sizes for bipartite input (only the sources are read); ``-1`` infers it.
         out_channels (int): size of each output sample.
         aggr (str, optional): ``"sum"`` or ``"mean"``. (default: :obj:`"sum"`)
         hidden_channels (int, optional): width of :math:`\phi` (default: ``out_channels``).
@@ -41,7 +43,8 @@ class DeepSetsConv(MessagePassing):
 
     accepts_causal_graph = True
 
-    def __init__(self, in_channels: int, out_channels: int, aggr: str = "sum",
+    def __init__(self, in_channels: Union[int, Tuple[int, int]], out_channels: int,
+                 aggr: str = "sum",
                  hidden_channels: Optional[int] = None, bias: bool = True,
                  path: str = "auto", **kwargs) -> None:
         if aggr not in ("sum", "mean"):
@@ -53,7 +56,8 @@ class DeepSetsConv(MessagePassing):
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels or out_channels
         self.path = path
-        self.phi = Linear(in_channels, self.hidden_channels, bias=bias)
+        src_channels = in_channels[0] if isinstance(in_channels, (tuple, list)) else in_channels
+        self.phi = Linear(src_channels, self.hidden_channels, bias=bias)
         self.rho = Linear(self.hidden_channels, out_channels, bias=bias)
         self.reset_parameters()
 
@@ -62,21 +66,26 @@ class DeepSetsConv(MessagePassing):
         self.phi.reset_parameters()
         self.rho.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: GraphLike, path: Optional[str] = None) -> Tensor:
-        check_input(x, edge_index, self.in_channels)
+    def forward(self, x: Union[Tensor, Tuple[Tensor, Tensor]], edge_index: object,
+                path: Optional[str] = None,
+                size: Optional[Tuple[int, int]] = None) -> Tensor:
+        inputs = prepare_inputs(x, edge_index, self.in_channels, size=size,
+                                weight_dtype=self.phi.weight.dtype)
         path = path or self.path
         if path not in PATHS:
             raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
-        can_prefix = isinstance(edge_index, CausalGraph) and edge_index.is_dense
+        graph = inputs.graph
+        can_prefix = isinstance(graph, CausalGraph) and graph.is_dense
         if path == "prefix" and not can_prefix:
             raise ValueError("path='prefix' needs a dense causal (or full) CausalGraph; "
                              "path='edge' runs on any graph")
-        h = torch.relu(self.phi(x))
+        if inputs.x_src is None:  # sources without features send no message
+            return self.rho(inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.hidden_channels))
+        h = torch.relu(self.phi(inputs.x_src))
         if path != "edge" and can_prefix:
-            m = self.prefix_aggregate(h, edge_index)
+            m = self.prefix_aggregate(h, graph)
         else:
-            ei = edge_index.edge_index if isinstance(edge_index, CausalGraph) else edge_index
-            m = self.propagate(ei, x=h)
+            m = self.propagate(inputs.edge_index, x=h, size=inputs.size)
         return self.rho(m)
 
     def prefix_aggregate(self, h: Tensor, graph: CausalGraph) -> Tensor:

@@ -6,12 +6,13 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
 from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
-from graphformer.nn.conv.attention import AttentionConv, GraphLike, check_input, rotary_embedding
+from graphformer.nn.conv.attention import AttentionConv, GraphLike, uses_pyg_machinery
 
 
 def lambda_init_for_depth(layer: int) -> float:
@@ -37,7 +38,8 @@ class DiffAttentionConv(AttentionConv):
         \lambda_{k2}} + \lambda_{\text{init}},
 
     then a per-head RMSNorm and a factor :math:`1 - \lambda_{\text{init}}`. A drop-in for
-    :class:`AttentionConv` (same call, same kernels: both maps run on the same mask).
+    :class:`AttentionConv` (same call and inputs, same kernels: both maps run on the same
+    mask; edge features enter both maps' keys and the value, a score bias both maps).
     ``lin_query``/``lin_key`` hold both maps' projections (first half: map 1).
 
     Args:
@@ -81,42 +83,69 @@ class DiffAttentionConv(AttentionConv):
         return (torch.exp((self.lambda_q1 * self.lambda_k1).sum())
                 - torch.exp((self.lambda_q2 * self.lambda_k2).sum()) + self.lambda_init)
 
-    def project(self, x: Tensor, edge_index: GraphLike,
+    def project(self, x, edge_index: GraphLike,
                 position: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        r"""Both maps' queries ``[N_dst, H, d]`` and keys, and the values ``[N_src, H,
+        d]`` of ``x`` or of a bipartite pair ``(x_src, x_dst)``."""
         H, C = self.heads, self.out_channels
-        q = self.lin_query(x).view(-1, 2, H, C)
-        k = self.lin_key(x).view(-1, 2, H, C)
-        v = self.lin_value(x).view(-1, H, C)
+        x_src, x_dst = x if isinstance(x, (tuple, list)) else (x, x)
+        q = self.lin_query(x_dst).view(-1, 2, H, C)
+        k = self.lin_key(x_src).view(-1, 2, H, C)
+        v = self.lin_value(x_src).view(-1, H, C)
         q1, q2, k1, k2 = q[:, 0], q[:, 1], k[:, 0], k[:, 1]
         if self.rotary:
-            if position is None:
-                if not isinstance(edge_index, CausalGraph):
-                    raise ValueError("rotary=True needs positions: pass a CausalGraph or `position=`")
-                position = edge_index.position
-            q1, q2, k1, k2 = (rotary_embedding(t, position) for t in (q1, q2, k1, k2))
+            q1, k1 = self.rotate(q1, k1, edge_index, position, x_src is not x_dst)
+            q2, k2 = self.rotate(q2, k2, edge_index, position)
         return q1, q2, k1, k2, v
 
-    def forward(self, x: Tensor, edge_index: GraphLike, kernel: Optional[str] = None,
+    def forward(self, x, edge_index, edge_attr: Optional[Tensor] = None,
+                kernel: Optional[str] = None,
                 return_attention_weights: Optional[bool] = None,
-                position: Optional[Tensor] = None, batch: Optional[Tensor] = None):
-        check_input(x, edge_index, self.in_channels)
-        if batch is not None and not isinstance(edge_index, CausalGraph):
-            edge_index = CausalGraph.from_edge_index(edge_index, batch, causal=False)
-        q1, q2, k1, k2, v = self.project(x, edge_index, position)
-        kernel = kernel or self.kernel
-        run = lambda q, k: kernels.attention(q, k, v, edge_index, kernel,  # noqa: E731
-                                             dropout=self.dropout, training=self.training)
+                position: Optional[Tensor] = None, batch: Optional[Tensor] = None,
+                attn_bias: Optional[Tensor] = None, size: Optional[Tuple[int, int]] = None):
+        r"""Runs the layer; the arguments are those of :meth:`AttentionConv.forward`."""
+        inputs = self.prepare(x, edge_index, size, batch)
+        if inputs.x_src is None:  # sources without features send no message
+            out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
+            return self.combine(out, inputs.x_dst)
+        ekv = self.edge_term(edge_attr, inputs)
+        bias = self.score_bias(attn_bias, inputs.num_edges)
+        pair = (inputs.x_src, inputs.x_dst)
+        q1, q2, k1, k2, v = self.project(pair if inputs.bipartite else inputs.x_src,
+                                         inputs.graph, position)
         lam = self.lambda_()
-        out = run(q1, k1) - lam * run(q2, k2)
+        if uses_pyg_machinery(self):
+            # PyG's generic propagate: the compiled template a subclass inherits from
+            # AttentionConv would not know the arguments of this message.
+            out = MessagePassing.propagate(self, inputs.edge_index, q1=q1, q2=q2, k1=k1, k2=k2, value=v,
+                                 lam=lam, edge_attr=ekv, attn_bias=bias, size=inputs.size)
+        else:
+            kernel = kernel or self.kernel
+            run = lambda q, k: kernels.attention(  # noqa: E731
+                q, k, v, inputs.graph, kernel, edge_index=inputs.edge_index, edge_kv=ekv,
+                bias=bias, bipartite=inputs.bipartite, dropout=self.dropout,
+                training=self.training)
+            out = run(q1, k1) - lam * run(q2, k2)
         if self.head_norm is not None:
             out = self.head_norm(out)
-        out = self.combine(out * (1.0 - self.lambda_init), x)
+        out = self.combine(out * (1.0 - self.lambda_init), inputs.x_dst)
         if return_attention_weights is not None:
-            ei = edge_index.edge_index if isinstance(edge_index, CausalGraph) else edge_index
-            a1 = softmax(kernels.edge_scores(q1, k1, ei), ei[1], num_nodes=x.size(0))
-            a2 = softmax(kernels.edge_scores(q2, k2, ei), ei[1], num_nodes=x.size(0))
+            ei = inputs.edge_index
+            a1 = softmax(kernels.edge_scores(q1, k1, ei, ekv, bias), ei[1], num_nodes=q1.size(0))
+            a2 = softmax(kernels.edge_scores(q2, k2, ei, ekv, bias), ei[1], num_nodes=q1.size(0))
             return out, (ei, a1 - lam * a2)
         return out
+
+    def message(self, q1_i: Tensor, q2_i: Tensor, k1_j: Tensor, k2_j: Tensor,
+                value_j: Tensor, lam: Tensor, edge_attr: Optional[Tensor],
+                attn_bias: Optional[Tensor], index: Tensor, ptr: Optional[Tensor],
+                size_i: Optional[int]) -> Tensor:
+        # PyG's message-passing form of the two maps (explainers, hooks).
+        if edge_attr is not None:
+            k1_j, k2_j, value_j = k1_j + edge_attr, k2_j + edge_attr, value_j + edge_attr
+        a1 = self.message_weights(q1_i, k1_j, attn_bias, index, ptr, size_i)
+        a2 = self.message_weights(q2_i, k2_j, attn_bias, index, ptr, size_i)
+        return value_j * (a1 - lam * a2).unsqueeze(-1)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
