@@ -113,3 +113,22 @@ def test_compiled_fused_kernel_does_not_leak(name, graph):
         out = compiled(x)
     expected = sees(graph, 3) | (torch.arange(graph.num_nodes) == 3)
     assert bool((~torch.isfinite(out).all(-1) == expected).all())
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("window", [None, 2], ids=["dense", "window"])
+def test_nan_query_alone_makes_its_own_row_nan(compiled, window):
+    r"""A NaN in a query only (keys and values finite): SDPA with ``is_causal`` on CPU
+    returns a finite row; every path must give NaN in that row and head, as the edge-wise
+    reference does, and leave every other row finite."""
+    graph = CausalGraph.from_lengths([5, 3])
+    graph = graph if window is None else graph.with_window(window)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(graph.num_nodes, 2, 4) for _ in range(3))
+    q[6, 1, 0] = float("nan")
+    run = (torch.compile(kernels.attention, backend="aot_eager") if compiled
+           else kernels.attention)
+    out = run(q, k, v, graph, "sdpa")
+    ref = kernels.edge_attention_reference(q, k, v, graph.edge_index)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert bool(out[6, 1].isnan().all()) and int(out.isnan().sum()) == 4

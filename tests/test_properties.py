@@ -23,12 +23,9 @@ NONFINITE = (float("nan"), float("inf"), float("-inf"))
 #: Both hypothesis and a function-scoped fixture (``eager_flex``, a constant monkeypatch).
 FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
                                              HealthCheck.too_slow])
-#: NaN-location properties fail on SDPA/FlexAttention until the masking fix: one clear
-#: AssertionError (not an ExceptionGroup of several bugs), so the xfail is for that reason.
+#: NaN-location properties report the first failing example only (one clear AssertionError,
+#: not an ExceptionGroup of several).
 ONE_BUG = settings(report_multiple_bugs=False)
-LEAK = pytest.mark.xfail(strict=True, raises=AssertionError,
-                         reason="NaN leaks across masks on SDPA until the #12 masking fix "
-                                "(branch i11)")
 
 
 # ---------------------------------------------------------------------- strategies
@@ -212,7 +209,6 @@ def _nan_location_fused(graph, seed, data, kernel):
     check_nan_location(graph, seed, data, kernel, "kv")
 
 
-@LEAK
 def test_nan_location_fused_kernels(eager_flex):
     _nan_location_fused()
 
@@ -234,10 +230,6 @@ def _nan_query_fused(graph, seed, data, kernel):
     check_nan_location(graph, seed, data, kernel, "q")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="SDPA on CPU (torch 2.13) returns a finite row for a query that "
-                          "holds a NaN: the NaN is swallowed (still so on branch i11 at "
-                          "3773076); layers/kernels: #11")
 def test_nan_query_stays_in_its_row_on_fused_kernels(eager_flex):
     _nan_query_fused()
 
@@ -273,7 +265,6 @@ def test_issue_example_on_edge_kernel():
     assert issue_example_nan_rows("edge") == [False] * 5 + [True]
 
 
-@LEAK
 def test_issue_example_on_sdpa():
     rows = issue_example_nan_rows("sdpa")
     assert rows == [False] * 5 + [True], f"NaN rows on SDPA: {rows}"
@@ -373,10 +364,6 @@ def test_attention_layers_agree_on_any_graph(graph, kind, seed, data):
                         want, f"{kind}, batch=, kernel={kernel}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the layers' batch= keeps a repeated edge once (CausalGraph is a set) "
-                          "where the edge-wise kernel counts it twice: they must pass "
-                          "allow_duplicates=False to CausalGraph.from_edge_index (layers: #11)")
 @pytest.mark.parametrize("cls", [AttentionConv, DiffAttentionConv])
 def test_batch_refuses_multigraphs(cls):
     r"""``batch=`` on a multigraph either equals the edge-wise answer or is refused;
@@ -433,12 +420,10 @@ def _nan_location_layers(graph, kind, seed, node):
                                f"{kind}, kernel={kernel} on {graph}", exact=False)
 
 
-@LEAK
 def test_nan_location_attention_layers():
     _nan_location_layers()
 
 
-@LEAK
 def test_nan_location_with_batch_on_plain_edge_index():
     r"""``batch=`` on a plain ``edge_index`` (one sequence, self-loops and a path
     ``0 -> 1 -> 2``): a NaN at node 4 must reach node 4 only, on the fused kernel too."""

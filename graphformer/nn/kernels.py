@@ -509,22 +509,25 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph]
     contributes nothing to it, even when its key or value holds a NaN or an infinity:
     the NaN reaches exactly the rows whose incoming edges carry it, as on the edge-wise
     kernel. The fused kernels multiply masked weights (0) by every value (0 * NaN =
-    NaN), so before running one, a check of ``k`` and ``v`` (:func:`all_finite`: one
-    sum over each ``[N, H, d]`` tensor, about 0.1 ms at B=8, T=256, 4 heads of 32 on
-    one CPU thread, against about 30 ms for the layer's step) sends non-finite inputs to
+    NaN), and SDPA on CPU returns a finite row for a NaN query, so before running one,
+    a check of ``q``, ``k`` and ``v`` (:func:`all_finite`: one sum over each
+    ``[N, H, d]`` tensor, about 0.1 ms each at B=8, T=256, 4 heads of 32 on one CPU
+    thread, against about 30 ms for the layer's step) sends non-finite inputs to
     the edge-wise kernel, which only ever reads the edges of the graph. Under
-    ``torch.compile`` the check is skipped (it would break the graph)."""
+    ``torch.compile`` the check would break the graph: there, bad keys and values are
+    zeroed and every row that sees one, or whose own query is bad, is NaN in that head."""
     bipartite = bipartite or k.size(0) != q.size(0)
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, edge_kv, bias) if t is not None)
     kernel = choose_kernel(graph, q.device, kernel, needs_grad=needs_grad,
                            dropout=dropout if training else 0.0,
                            edge_features=edge_kv is not None, bipartite=bipartite)
-    bad = None
+    bad = bad_query = None
     if kernel != "edge":
         if torch.compiler.is_compiling():
             k, v, bad = quarantine(k, v)
-        elif not all_finite(k, v):
+            bad_query = ~torch.isfinite(q).all(-1)
+        elif not all_finite(q, k, v):
             kernel = "edge"
     if kernel == "edge":
         if edge_index is None:
@@ -537,6 +540,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph]
     else:
         out = flex_attention(q, k, v, graph, bias=bias, edge_index=edge_index)
     if bad is not None:
+        # a row is NaN in a head when it sees a bad key or value there, or when its own
+        # query is bad and it has a key at all (SDPA would swallow a NaN query)
+        poisoned = sees(graph, bad) | (bad_query & sees(graph, torch.ones_like(bad)))
         nan = torch.full((), float("nan"), dtype=out.dtype, device=out.device)
-        out = torch.where(sees(graph, bad).unsqueeze(-1), nan, out)
+        out = torch.where(poisoned.unsqueeze(-1), nan, out)
     return out
