@@ -66,6 +66,7 @@ import torch_geometric
 from torch_geometric.nn import TransformerConv
 
 from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
+from graphformer.device import resolve_device
 from graphformer.graph import CausalGraph
 from graphformer.nn import AttentionConv, kernels
 
@@ -161,8 +162,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.clock == "cpu" and any(n != 1 for n in args.threads):
         p.error("--clock cpu is meaningful with one thread only (idle OpenMP threads spin "
                 "and count as CPU time): pass --threads 1")
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        p.error(f"unknown --device {args.device!r}; use auto, cpu or cuda[:N]")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(f"--device: {e}")
+    if device.type != "cpu" and args.threads != [None]:
+        args.threads = [None]  # CPU threads do not change a GPU kernel's time
     if Path(args.out).exists() and not Path(args.out).is_dir():
         p.error(f"--out {args.out!r} is a file, not a folder")
     return args
@@ -445,11 +450,7 @@ def run_groups(args, device: torch.device, dtype: torch.dtype, info: Dict[str, o
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     default_threads = torch.get_num_threads()
     info = machine(device)

@@ -38,7 +38,7 @@ def test_tiny_run_reports_both_thread_counts(load_benchmark, tmp_path, capsys):
     (["--only", "tree,bogus"], "unknown group"),
     (["--only", ","], "at least one group"),
     (["--clock", "cpu"], "--clock cpu is meaningful with one thread only"),
-    (["--device", "tpu"], "unknown --device 'tpu'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_command_lines(load_benchmark, argv, message, capsys):
     speed = load_benchmark("speed")
