@@ -10,7 +10,7 @@ from torch_geometric.testing import get_random_edge_index, withPackage
 from torch_geometric.utils import to_torch_coo_tensor
 
 from graphformer.graph import CausalGraph
-from graphformer.nn import AttentionConv, DeepSetsConv, DiffAttentionConv, kernels
+from graphformer.nn import AttentionConv, DeepSetsConv, DiffAttentionConv, FeedForward, kernels
 from graphformer.nn.conv.attention import uses_pyg_machinery
 
 ATOL = 1e-5
@@ -471,3 +471,32 @@ def test_half_features_under_a_float_layer(layer, dtype):
         conv(x, ei)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         conv(x.to(torch.bfloat16), ei)  # under autocast: accepted
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: AttentionConv(8, 4, heads=True), "heads must be a positive int"),
+    (lambda: AttentionConv(0, 4), "in_channels must be a positive int"),
+    (lambda: AttentionConv(8, 4.0), "out_channels must be a positive int"),
+    (lambda: DiffAttentionConv(8, 4, layer=-1), "layer is the 0-based depth"),
+    (lambda: DiffAttentionConv(8, 4, lambda_init=float("nan")), "lambda_init must be finite"),
+    (lambda: DeepSetsConv(8, 0), "out_channels must be a positive int"),
+    (lambda: DeepSetsConv(8, 4, hidden_channels=-1), "hidden_channels must be a positive int"),
+    (lambda: FeedForward(0), "channels must be a positive int"),
+    (lambda: FeedForward(8, dropout=1.0), "dropout must be in"),
+])
+def test_layer_sizes_are_checked(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_lazy_in_channels_still_allowed():
+    conv = AttentionConv(-1, 4, heads=2)
+    assert conv(torch.randn(5, 3), torch.tensor([[0, 1], [1, 2]])).shape == (5, 8)
+
+
+@pytest.mark.parametrize("position", [torch.arange(4), torch.arange(5).float(),
+                                      torch.zeros(5, 1, dtype=torch.long)])
+def test_rotary_position_is_checked(position):
+    conv = AttentionConv(8, 4, heads=2, rotary=True)
+    with pytest.raises(ValueError, match="position must be an integer tensor"):
+        conv(torch.randn(5, 8), torch.tensor([[0, 1], [1, 2]]), position=position)

@@ -13,6 +13,7 @@ from torch_geometric.utils import softmax
 from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
 from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_input,  # noqa: F401
+                                        check_sizes,
                                         edge_attr_rows, prepare_inputs)
 
 
@@ -108,9 +109,8 @@ class AttentionConv(MessagePassing):
                  **kwargs) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if heads < 1 or out_channels < 1:
-            raise ValueError(f"heads and out_channels must be positive, got heads={heads}, "
-                             f"out_channels={out_channels}")
+        check_sizes(type(self).__name__, in_channels=in_channels, out_channels=out_channels,
+                    heads=heads)
         if kernel not in kernels.KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose one of "
                              f"{', '.join(kernels.KERNELS)}")
@@ -232,6 +232,13 @@ class AttentionConv(MessagePassing):
                 raise ValueError("rotary=True needs positions: pass a CausalGraph or "
                                  "`position=`")
             position = edge_index.position
+        elif (not isinstance(position, Tensor) or position.dim() != 1
+              or position.size(0) != q.size(0) or position.is_floating_point()
+              or position.dtype == torch.bool):
+            got = (f"{position.dtype} of shape {list(position.shape)}"
+                   if isinstance(position, Tensor) else type(position).__name__)
+            raise ValueError(f"position must be an integer tensor [num_nodes={q.size(0)}] "
+                             f"(one position per node), got {got}")
         return rotary_embedding(q, position), rotary_embedding(k, position)
 
     # ------------------------------------------------------------------ forward

@@ -8,7 +8,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.graph import CausalGraph
-from graphformer.nn.conv.inputs import GraphLike, prepare_inputs
+from graphformer.nn.conv.inputs import GraphLike, check_sizes, prepare_inputs
 PATHS = ("auto", "edge", "prefix")
 
 
@@ -47,6 +47,8 @@ class DeepSetsConv(MessagePassing):
                  aggr: str = "sum",
                  hidden_channels: Optional[int] = None, bias: bool = True,
                  path: str = "auto", **kwargs) -> None:
+        check_sizes("DeepSetsConv", in_channels=in_channels, out_channels=out_channels,
+                    hidden_channels=hidden_channels)
         if aggr not in ("sum", "mean"):
             raise ValueError(f"aggr must be 'sum' or 'mean', got {aggr!r}")
         if path not in PATHS:

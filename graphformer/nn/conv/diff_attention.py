@@ -56,6 +56,11 @@ class DiffAttentionConv(AttentionConv):
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, layer: int = 0,
                  lambda_init: Optional[float] = None, head_norm: bool = True,
                  **kwargs) -> None:
+        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+            raise ValueError(f"DiffAttentionConv: layer is the 0-based depth, a non-negative "
+                             f"int, got {layer!r}")
+        if lambda_init is not None and not math.isfinite(float(lambda_init)):
+            raise ValueError(f"DiffAttentionConv: lambda_init must be finite, got {lambda_init!r}")
         self.layer = layer
         self.lambda_init = lambda_init_for_depth(layer) if lambda_init is None else float(lambda_init)
         self.head_norm_enabled = head_norm

@@ -8,6 +8,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.graph import CausalGraph
+from graphformer.nn.conv.inputs import check_sizes
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -41,6 +42,9 @@ class FeedForward(MessagePassing):
     def __init__(self, channels: int, hidden_channels: Optional[int] = None,
                  dropout: float = 0.0, bias: bool = True, activation: str = "gelu") -> None:
         super().__init__(node_dim=0)
+        check_sizes("FeedForward", channels=channels, hidden_channels=hidden_channels)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"FeedForward: dropout must be in [0, 1), got {dropout}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of "
                              f"{', '.join(ACTIVATIONS)}")

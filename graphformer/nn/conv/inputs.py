@@ -16,10 +16,25 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 from graphformer.graph import CausalGraph, check_edge_index
 
 __all__ = ["GraphLike", "LayerInputs", "check_input", "check_features", "prepare_inputs",
-           "is_sparse_adjacency", "edge_attr_rows"]
+           "is_sparse_adjacency", "edge_attr_rows", "check_sizes"]
 
 GraphLike = Union[Tensor, CausalGraph]
 Channels = Union[int, Tuple[int, int]]
+
+
+def check_sizes(layer: str, **sizes: object) -> None:
+    r"""Refuses a layer size that is not a positive ``int`` (``None`` passes: a default);
+    a ``(source, target)`` pair is checked entry by entry, and ``in_channels`` may be
+    ``-1`` (PyG's lazy initialisation). A ``bool`` is refused too: ``heads=True`` is a
+    mistake, not one head."""
+    for name, value in sizes.items():
+        lazy_ok = name == "in_channels"
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if v is None or (lazy_ok and v == -1 and not isinstance(v, bool)):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                what = "a positive int (or -1, lazy)" if lazy_ok else "a positive int"
+                raise ValueError(f"{layer}: {name} must be {what}, got {value!r}")
 
 
 def is_sparse_adjacency(edge_index: object) -> bool:
