@@ -237,12 +237,15 @@ def sequence_group(kind: str, args, device, dtype) -> List[Candidate]:
     return rows
 
 
-def tree_group(args, device, dtype) -> List[Candidate]:
+def tree_batch(args, device) -> tuple:
+    r"""The tree batch of the tree groups: its edges, node count, heads and head size."""
     ei, _ = binary_tree_batch(args.trees, args.tree_depth,
                               both_directions=args.both_directions)
-    ei = ei.to(device)
-    H, C = args.tree_heads, args.tree_head_dim
-    num_nodes = int(ei.max()) + 1
+    return ei.to(device), int(ei.max()) + 1, args.tree_heads, args.tree_head_dim
+
+
+def tree_group(args, device, dtype) -> List[Candidate]:
+    ei, num_nodes, H, C = tree_batch(args, device)
     x = torch.randn(num_nodes, H * C, device=device, dtype=dtype)
     pyg = TransformerConv(H * C, C, heads=H).to(device, dtype)
     conv = AttentionConv(H * C, C, heads=H).to(device, dtype)
@@ -255,11 +258,7 @@ def tree_group(args, device, dtype) -> List[Candidate]:
 
 
 def tree_edge_group(args, device, dtype) -> List[Candidate]:
-    ei, _ = binary_tree_batch(args.trees, args.tree_depth,
-                              both_directions=args.both_directions)
-    ei = ei.to(device)
-    H, C = args.tree_heads, args.tree_head_dim
-    num_nodes = int(ei.max()) + 1
+    ei, num_nodes, H, C = tree_batch(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(num_nodes, H * C, generator=gen).to(device, dtype)
     edge_attr = torch.randn(ei.size(1), args.edge_dim, generator=gen).to(device, dtype)

@@ -271,15 +271,11 @@ class AttentionConv(MessagePassing):
                 ``[E]`` for all heads), in the same edge order as ``edge_attr``.
             size ((int, int), optional): ``(N_src, N_dst)`` of a bipartite graph.
         """
-        inputs = self.prepare(x, edge_index, size, batch)
-        if inputs.x_src is None:  # sources without features send no message
-            out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
-            return self.combine(out, inputs.x_dst)
-        ekv = self.edge_term(edge_attr, inputs)
-        bias = self.score_bias(attn_bias, inputs.num_edges)
-        pair = (inputs.x_src, inputs.x_dst)
-        q, k, v = self.project(pair if inputs.bipartite else inputs.x_src, inputs.graph,
-                               position)
+        inputs, ekv, bias, source = self.read_inputs(x, edge_index, edge_attr, attn_bias,
+                                                     size, batch)
+        if source is None:
+            return self.without_messages(inputs)
+        q, k, v = self.project(source, inputs.graph, position)
         if uses_pyg_machinery(self):
             out = self.propagate(inputs.edge_index, query=q, key=k, value=v, edge_attr=ekv,
                                  attn_bias=bias, size=inputs.size)
@@ -294,6 +290,25 @@ class AttentionConv(MessagePassing):
                                     inputs.edge_index[1], num_nodes=q.size(0))
             return out, (inputs.edge_index, alpha)
         return out
+
+    def read_inputs(self, x, edge_index, edge_attr: Optional[Tensor],
+                    attn_bias: Optional[Tensor], size: Optional[Tuple[int, int]],
+                    batch: Optional[Tensor]):
+        r"""The checked inputs, the projected edge term, the score bias and the features
+        to project (``x`` or the pair ``(x_src, x_dst)``); ``None`` for the last three
+        when the sources have no features (``to_hetero``'s ``(None, x_dst)``)."""
+        inputs = self.prepare(x, edge_index, size, batch)
+        if inputs.x_src is None:
+            return inputs, None, None, None
+        ekv = self.edge_term(edge_attr, inputs)
+        bias = self.score_bias(attn_bias, inputs.num_edges)
+        source = (inputs.x_src, inputs.x_dst) if inputs.bipartite else inputs.x_src
+        return inputs, ekv, bias, source
+
+    def without_messages(self, inputs: LayerInputs) -> Tensor:
+        r"""Sources without features send no message: the targets get their skip term."""
+        out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
+        return self.combine(out, inputs.x_dst)
 
     def combine(self, out: Tensor, x: Tensor) -> Tensor:
         r"""Merges the heads ``[N, H, d]`` and adds the skip term of the targets ``x``."""

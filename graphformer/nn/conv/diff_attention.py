@@ -109,21 +109,18 @@ class DiffAttentionConv(AttentionConv):
                 position: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 attn_bias: Optional[Tensor] = None, size: Optional[Tuple[int, int]] = None):
         r"""Runs the layer; the arguments are those of :meth:`AttentionConv.forward`."""
-        inputs = self.prepare(x, edge_index, size, batch)
-        if inputs.x_src is None:  # sources without features send no message
-            out = inputs.x_dst.new_zeros(inputs.x_dst.size(0), self.heads, self.out_channels)
-            return self.combine(out, inputs.x_dst)
-        ekv = self.edge_term(edge_attr, inputs)
-        bias = self.score_bias(attn_bias, inputs.num_edges)
-        pair = (inputs.x_src, inputs.x_dst)
-        q1, q2, k1, k2, v = self.project(pair if inputs.bipartite else inputs.x_src,
-                                         inputs.graph, position)
+        inputs, ekv, bias, source = self.read_inputs(x, edge_index, edge_attr, attn_bias,
+                                                     size, batch)
+        if source is None:
+            return self.without_messages(inputs)
+        q1, q2, k1, k2, v = self.project(source, inputs.graph, position)
         lam = self.lambda_()
         if uses_pyg_machinery(self):
             # PyG's generic propagate: the compiled template a subclass inherits from
             # AttentionConv would not know the arguments of this message.
-            out = MessagePassing.propagate(self, inputs.edge_index, q1=q1, q2=q2, k1=k1, k2=k2, value=v,
-                                 lam=lam, edge_attr=ekv, attn_bias=bias, size=inputs.size)
+            out = MessagePassing.propagate(self, inputs.edge_index, q1=q1, q2=q2, k1=k1, k2=k2,
+                                           value=v, lam=lam, edge_attr=ekv, attn_bias=bias,
+                                           size=inputs.size)
         else:
             kernel = kernel or self.kernel
             run = lambda q, k: kernels.attention(  # noqa: E731
