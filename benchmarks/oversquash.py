@@ -14,15 +14,18 @@ results.csv, results.md and PNG plots under --out; an interrupted run resumes.
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from graphformer.experiments.graph_tasks import GRAPH_MODELS
+from graphformer.experiments.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, profile_steps,
+                                                 profile_table)
 from graphformer.experiments.oversquash import (TASKS, Settings, cost, csv_text, plan,
-                                                plan_fully_adjacent, plot, run_key, run_one,
+                                                plan_fully_adjacent, plot, run_cell, run_key,
                                                 table)
+from graphformer.experiments.pool import check_workers, default_workers, run_cells
 from graphformer.experiments.store import ResultStore, ResultsCorrupted, write_atomic
 
 
@@ -51,21 +54,47 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="the papers' sweep (depths 2-8) and budget")
     p.add_argument("--max-steps", type=int,
                    help="override the optimizer-step budget of the tree and transfer runs "
-                        "(with --full it replaces the 50,000-epoch cap; evaluations stay "
-                        "every 100 epochs)")
-    p.add_argument("--batch-size", type=int, help="override the graph batch size")
+                        "(it replaces the epoch budget of the trees: 50,000 epochs with "
+                        "--full, the fast budget's schedule length otherwise)")
+    p.add_argument("--max-epochs", type=int,
+                   help="override the trees' epoch budget (the fast budget's cosine "
+                        "schedule stretches to it; with --full, the 50,000-epoch cap)")
+    p.add_argument("--batch-size", type=int, help="override the trees' graph batch size")
     p.add_argument("--patience", type=int,
                    help="evaluations without a gain in train accuracy before a run stops")
-    p.add_argument("--max-graphs", type=int, help="override the cap on graphs per data set")
+    p.add_argument("--max-graphs", type=int,
+                   help="cap on graphs per tree data set (default: the paper's sizes)")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (inductor); slower on a CPU for this "
+                        "default run, see docs/results_oversquash.md")
+    p.add_argument("--profile", action="store_true",
+                   help="time one training step of the tree models (ms/step, graphs/s) at "
+                        "the --depths (default 3,4) and --batch-size (default 64,256,1024) "
+                        "instead of training")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     p.add_argument("--out", type=Path, default=Path("results/oversquash"))
     p.add_argument("--restart", action="store_true",
                    help="move earlier results aside (results.json.bak) instead of resuming")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="finish a run that stopped (the default whenever --out holds a "
+                        "results.json written with the same settings)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes, one run and one torch thread each (default: the "
+                        f"cores of this machine, {default_workers()}); the numbers do not "
+                        "depend on it")
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for torch (default 1: these graphs are small, and "
-                        "OpenMP threads slow small kernels down on a busy machine)")
+                   help="CPU threads for torch with --workers 1 (default 1: these graphs are "
+                        "small, and OpenMP threads slow small kernels down on a busy machine)")
     args = p.parse_args(argv)
+    if args.resume and args.restart:
+        p.error("--resume and --restart contradict each other")
+    try:
+        workers = check_workers(default_workers() if args.workers is None else args.workers)
+    except ValueError:
+        p.error(f"--workers must be at least 1 (worker processes), got {args.workers}")
+    if workers > 1 and args.device != "cpu" and (args.device != "auto" or torch.cuda.is_available()):
+        workers = 1  # one accelerator: its runs go one after another
 
     torch.set_num_threads(max(1, args.threads))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -76,48 +105,88 @@ def main(argv=None):
     settings = (Settings.full if args.full else Settings.default)(**overrides)
     if args.max_steps is not None:
         settings.budget.max_steps = settings.transfer_steps = args.max_steps
-        settings.budget.max_epochs = None  # a step budget replaces --full's epoch budget
+        settings.budget.max_epochs = None  # a step budget replaces the epoch budget
+    if args.max_epochs is not None:
+        settings.budget.max_epochs = args.max_epochs
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
     if args.patience is not None:
         settings.budget.patience = args.patience
     if args.max_graphs is not None:
         settings.budget.max_graphs = args.max_graphs
+    settings.compile = args.compile
+    if args.profile:
+        depths = args.depths or [3, 4]
+        sizes = [args.batch_size] if args.batch_size else [64, 256, 1024]
+        rows = profile_steps(settings.models if args.models else PUBLISHED_TREE, depths, sizes,
+                             device=device, compile=args.compile)
+        print(profile_table(rows))
+        return
     try:
         settings.validate()
         store = ResultStore(args.out, settings.meta(), restart=args.restart)
     except (ValueError, ResultsCorrupted) as e:
         p.exit(2, f"oversquash.py: error: {e}\n")
 
-    runs = plan(settings)
+    runs = [r for r in plan(settings)]
     done = sum(run_key(r) in store for r in runs)
     if done:
         print(f"resuming: {done} of {len(runs)} runs already in {store.path}")
     start = time.perf_counter()
+    fa_runs: list = []
+    tqdm.monitor_interval = 0  # no monitor thread: the workers are forked
     with tqdm(total=sum(cost(r, settings) for r in runs), unit="cost", desc="oversquash",
               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}") as bar:
-        def bump(amount: float) -> float:
-            amount = min(amount, bar.total - bar.n)  # float sums must not pass the total
-            if amount > 0:
-                bar.update(amount)
-            return max(amount, 0.0)
+        shares: dict = {}  # the share of its cost each running cell has reported
 
-        def execute(batch):
-            for run in batch:
-                key, run_cost, done = run_key(run), cost(run, settings), 0.0
-                bar.set_postfix_str(key)
+        def advance(key: str, share: float) -> None:
+            run_cost = cost(by_key[key], settings)
+            gain = run_cost * min(max(share, 0.0), 1.0) - shares.get(key, 0.0)
+            gain = min(gain, bar.total - bar.n)  # float sums must not pass the total
+            if gain > 0:
+                shares[key] = shares.get(key, 0.0) + gain
+                bar.update(gain)
 
-                def advance(share: float) -> None:  # within a run, after every evaluation
-                    nonlocal done
-                    done += bump(run_cost * min(share, 1.0) - done)
+        def show() -> None:
+            bar.set_postfix_str(", ".join(k for k in shares if k not in store) or "")
 
-                if key not in store:
-                    store.add(key, run_one(run, settings, device, progress=advance))
-                bump(run_cost - done)
-        execute(runs)
-        fa_runs = plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]))
-        bar.total += sum(cost(r, settings) for r in fa_runs)
-        execute(fa_runs)
+        def more() -> list:  # fully-adjacent runs, once a model's plain runs are all in
+            new = [r for r in plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]),
+                                                  complete=True)
+                   if run_key(r) not in by_key]
+            for r in new:
+                by_key[run_key(r)] = r
+                fa_runs.append(r)
+            bar.total += sum(cost(r, settings) for r in new)
+            return [(run_key(r), r) for r in new if run_key(r) not in store]
+
+        def finished(key: str, row: dict) -> list:
+            store.add(key, row)
+            advance(key, 1.0)
+            show()
+            return more()
+
+        def started(key: str) -> None:
+            shares.setdefault(key, 0.0)
+            show()
+
+        by_key = {run_key(r): r for r in runs}
+        for r in runs:
+            if run_key(r) in store:
+                advance(run_key(r), 1.0)
+        todo = [(run_key(r), r) for r in sorted(runs, key=lambda r: -cost(r, settings))
+                if run_key(r) not in store]
+        todo += more()
+        failures = run_cells(todo, partial(run_cell, settings=settings, device=device),
+                             workers=workers, on_done=finished, on_progress=advance,
+                             on_start=started)
+    if failures:
+        for f in failures:
+            print(f"\n--- {f.key} failed:\n{f.reason.rstrip()}", file=sys.stderr)
+        kept = sum(run_key(r) in store for r in runs + fa_runs)
+        p.exit(1, f"oversquash.py: error: {len(failures)} run(s) failed: "
+                  f"{', '.join(f.key for f in failures)}. The {kept} finished runs are in "
+                  f"{store.path}; run the same command again (--resume) to finish the rest.\n")
     keys = [run_key(r) for r in runs + fa_runs]
     rows = store.values(keys)
 

@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -29,7 +29,8 @@ SEQUENCE_METHODS = ("gd", "nesterov")
 
 @dataclass
 class Settings:
-    r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes;
+    r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes with the
+    fast budget (:meth:`~graphformer.experiments.graph_tasks.Budget.fast`) on the trees;
     :meth:`full` is the papers' sweep and budget."""
     models: Sequence[str]
     transfer_models: Sequence[str]
@@ -44,12 +45,13 @@ class Settings:
     num_sequences: int = 400
     transfer_graphs: Optional[int] = 1100
     transfer_steps: int = 400
+    compile: Union[bool, str] = False
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
         base = dict(models=GRAPH_MODELS, transfer_models=("gcn", "gat", "attention"), tasks=TASKS,
-                    depths=(2, 3, 4, 5), distances=(3, 5), lengths=(16, 48), seeds=(0,),
-                    budget=Budget(max_steps=800, max_graphs=2000))
+                    depths=(2, 3, 4), distances=(3, 5), lengths=(16, 48), seeds=(0,),
+                    budget=Budget.fast())
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -82,6 +84,7 @@ class Settings:
         bad = [n for n in self.lengths if n < 2]
         if bad:
             raise ValueError(f"unsupported sequence length(s) {bad}: need length >= 2")
+        self.budget.validate()
 
     def meta(self) -> Dict:
         r"""The settings that make two results comparable (budget and sizes)."""
@@ -123,20 +126,35 @@ def failing_depth(rows: List[Dict], model: str, seed: int, threshold: float = 0.
     return depths[0] if depths else None
 
 
-def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
+def plan_fully_adjacent(settings: Settings, rows: List[Dict],
+                        complete: bool = False) -> List[Dict]:
     r"""One fully-adjacent run per model and seed, at the depth where the model fails;
     none for a model that reached the threshold at every depth studied (there is no
-    bottleneck to remove)."""
+    bottleneck to remove). With ``complete``, only for the models and seeds whose plain
+    tree runs are all in ``rows`` (so that a sweep can start them while others run)."""
     if "tree" not in settings.tasks:
         return []
     runs = []
     for seed in settings.seeds:
         for m in settings.models:
+            have = {r["size"] for r in rows if r["task"] == "tree" and r["model"] == m
+                    and r["variant"] == "plain" and r["seed"] == seed}
+            if complete and not set(settings.depths) <= have:
+                continue
             depth = failing_depth(rows, m, seed)
             if depth is not None:
                 runs.append(dict(task="tree", model=m, size=depth, variant="fully_adjacent",
                                  seed=seed))
     return runs
+
+
+def transfer_budget(settings: Settings) -> Budget:
+    r"""The transfer tasks' budget: ``transfer_steps`` steps of the study's budget when that
+    is Alon & Yahav's loop (``--full``), else of the short plateau loop (the fast budget's
+    schedule is the trees')."""
+    base = settings.budget if settings.budget.schedule == "plateau" else Budget()
+    return replace(base, max_graphs=None, max_steps=settings.transfer_steps, max_epochs=None,
+                   eval_every_epochs=None)
 
 
 def cost(run: Dict, settings: Settings) -> float:
@@ -150,8 +168,17 @@ def cost(run: Dict, settings: Settings) -> float:
         _, steps = b.steps(math.ceil(0.8 * graphs))
         return steps * b.batch_size * 2 * leaves * (run["size"] + 1) / 1e6
     if run["task"] in TRANSFER_TASKS:
-        return settings.transfer_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
+        return settings.transfer_steps * transfer_budget(settings).batch_size * 2 \
+            * run["size"] ** 2 / 1e6
     return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
+
+
+def run_cell(run: Dict, progress: Optional[Callable[[float], None]] = None, *,
+             settings: Settings, device: torch.device) -> Dict:
+    r""":func:`run_one` with the arguments in the order of
+    :func:`~graphformer.experiments.pool.run_cells` (looked up when called, so that a
+    worker runs whatever ``run_one`` is then)."""
+    return run_one(run, settings, device, progress=progress)
 
 
 def run_one(run: Dict, settings: Settings, device: torch.device,
@@ -166,7 +193,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
         model = build_tree_model(run["model"], dataset)
         row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
                                     fully_adjacent=run["variant"] == "fully_adjacent",
-                                    device=device, progress=progress))
+                                    device=device, progress=progress, compile=settings.compile))
         row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
             if run["variant"] == "plain" else None
         if run["variant"] == "plain":
@@ -175,8 +202,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
         kwargs = {} if settings.transfer_graphs is None else {"num_graphs": settings.transfer_graphs}
         dataset = TRANSFER_TASKS[run["task"]](run["size"], seed=run["seed"], **kwargs)
         model = build_transfer_model(run["model"], dataset)
-        budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps,
-                         max_epochs=None, eval_every_epochs=None)
+        budget = transfer_budget(settings)
         row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
                                     progress=progress))
     else:
