@@ -14,6 +14,7 @@ results.csv, results.md and PNG plots under --out; an interrupted run resumes.
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from graphformer.experiments.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, p
                                                  profile_table)
 from graphformer.experiments.oversquash import (TASKS, Settings, cost, csv_text, plan,
                                                 plan_fully_adjacent, plot, run_cell, run_key,
-                                                table)
+                                                table, time_to_solve_cell, time_to_solve_cells,
+                                                time_to_solve_table)
 from graphformer.experiments.pool import check_workers, default_workers, run_cells
 from graphformer.experiments.store import ResultStore, ResultsCorrupted, write_atomic
 
@@ -38,6 +40,44 @@ def int_list(text):
 
 def name_list(text):
     return [v for v in text.split(",") if v]
+
+
+def time_to_solve(p, args, workers: int, device) -> None:
+    r"""The ``--time-to-solve`` mode: both budgets on the same trees, one results file."""
+    models = args.models or list(PUBLISHED_TREE)
+    depths, seeds = args.depths or [3], [args.seed] if args.seed is not None else (args.seeds or [0])
+    try:
+        cells = time_to_solve_cells(models, depths, seeds, args.time_to_solve,
+                                    args.max_epochs, args.max_seconds)
+        for _, (run, budget) in cells:
+            budget.validate()
+        store = ResultStore(args.out, {"time_to_solve": True}, restart=args.restart)
+    except (ValueError, ResultsCorrupted) as e:
+        p.exit(2, f"oversquash.py: error: {e}\n")
+    todo = [(k, c) for k, c in cells
+            if k not in store or store.rows[k]["budget"] != asdict(c[1])]
+    if len(todo) < len(cells):
+        print(f"resuming: {len(cells) - len(todo)} of {len(cells)} runs already in {store.path}")
+    tqdm.monitor_interval = 0
+    with tqdm(total=len(todo), unit="run", desc="time to solve") as bar:
+        def finished(key, row):
+            store.add(key, row)
+            bar.update(1)
+            bar.write(f"{key}: train accuracy {row['train_acc']:.3f} after {row['seconds']:.0f} s, "
+                      f"{row['epochs']:g} epochs")
+            return ()
+        failures = run_cells(todo, partial(time_to_solve_cell, device=device), workers=workers,
+                             on_done=finished)
+    rows = store.values([k for k, _ in cells])
+    text = time_to_solve_table(rows)
+    print(text)
+    write_atomic(args.out / "time_to_solve.md",
+                 f"Command: `python benchmarks/oversquash.py "
+                 f"{' '.join(sys.argv[1:])}` on {device}, {workers} worker(s).\n\n{text}")
+    if failures:
+        p.exit(1, f"oversquash.py: error: {len(failures)} run(s) failed: "
+                  f"{', '.join(f.key for f in failures)}; run the same command again to "
+                  "finish them.\n")
 
 
 def main(argv=None):
@@ -67,6 +107,15 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (inductor); slower on a CPU for this "
                         "default run, see docs/results_oversquash.md")
+    p.add_argument("--time-to-solve", type=name_list, metavar="BUDGETS",
+                   help="instead of the study: seconds and epochs to train accuracy 1.0 on "
+                        "the trees (--depths, default 3; --models, default the four "
+                        "published) under each budget named (full,fast), in one results "
+                        "file, with the ratio; --max-epochs and --max-seconds cap the "
+                        "paper's loop")
+    p.add_argument("--max-seconds", type=float,
+                   help="with --time-to-solve: stop a run of the paper's loop after this "
+                        "many seconds (checked at every evaluation)")
     p.add_argument("--profile", action="store_true",
                    help="time one training step of the tree models (ms/step, graphs/s) at "
                         "the --depths (default 3,4) and --batch-size (default 64,256,1024) "
@@ -115,6 +164,8 @@ def main(argv=None):
     if args.max_graphs is not None:
         settings.budget.max_graphs = args.max_graphs
     settings.compile = args.compile
+    if args.time_to_solve:
+        return time_to_solve(p, args, workers, device)
     if args.profile:
         depths = args.depths or [3, 4]
         sizes = [args.batch_size] if args.batch_size else [64, 256, 1024]

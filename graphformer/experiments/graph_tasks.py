@@ -74,6 +74,7 @@ class Budget:
     min_gain: float = 1e-4
     schedule: str = "plateau"
     warmup: float = 0.0
+    max_seconds: Optional[float] = None  # wall-clock cap, checked at every evaluation
 
     @classmethod
     def full(cls) -> "Budget":
@@ -100,7 +101,7 @@ class Budget:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         for name in ("max_steps", "eval_every", "batch_size", "max_graphs", "eval_every_epochs",
-                     "max_epochs", "patience"):
+                     "max_epochs", "patience", "max_seconds"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -273,6 +274,8 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
             best_test = accuracy(model, test_loader)
         if best_train >= 1.0 or (budget.patience is not None
                                  and evals - best_eval >= budget.patience):
+            break
+        if budget.max_seconds is not None and time.perf_counter() - start > budget.max_seconds:
             break
     return dict(train_acc=best_train, test_acc=best_test, steps=step,
                 epochs=round(seen / train_idx.numel(), 2),

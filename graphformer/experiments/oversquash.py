@@ -339,3 +339,78 @@ def plot(rows: List[Dict], out) -> List[str]:
         plt.close(fig)
         written.append("runway.png")
     return written
+
+
+# ---------------------------------------------------------------- time to solve
+TIME_TO_SOLVE_BUDGETS = ("full", "fast")
+
+
+def time_to_solve_budget(name: str, max_epochs: Optional[int] = None,
+                         max_seconds: Optional[float] = None) -> Budget:
+    r"""``"full"`` (Alon & Yahav's loop) or ``"fast"`` (the fast budget), with an optional
+    cap on the epochs or the seconds of the paper's loop (its own cap, 50,000 epochs, is
+    days on a CPU). The fast budget is never changed: it is what the default run uses."""
+    if name == "fast":
+        return Budget.fast()
+    if name != "full":
+        raise ValueError(f"unknown budget {name!r}; valid: {', '.join(TIME_TO_SOLVE_BUDGETS)}")
+    return replace(Budget.full(), max_seconds=max_seconds,
+                   **({} if max_epochs is None else {"max_epochs": max_epochs}))
+
+
+def time_to_solve_cells(models: Sequence[str], depths: Sequence[int], seeds: Sequence[int],
+                        budgets: Sequence[str], max_epochs: Optional[int] = None,
+                        max_seconds: Optional[float] = None) -> List:
+    r"""``(key, (run, budget))`` cells: every model, depth and seed under every budget;
+    the key is the run's key followed by ``@`` and the budget's name."""
+    cells = []
+    for name in budgets:
+        budget = time_to_solve_budget(name, max_epochs, max_seconds)
+        for seed in seeds:
+            for depth in depths:
+                for m in models:
+                    run = dict(task="tree", model=m, size=depth, variant="plain", seed=seed,
+                               budget_name=name)
+                    cells.append((f"{run_key(run)}@{name}", (run, budget)))
+    return cells
+
+
+def time_to_solve_cell(payload, progress: Optional[Callable[[float], None]] = None, *,
+                       device: torch.device = torch.device("cpu")) -> Dict:
+    r"""Trains one time-to-solve cell; its row records the budget it ran under."""
+    run, budget = payload
+    torch.manual_seed(run["seed"])
+    dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
+    model = build_tree_model(run["model"], dataset)
+    row = dict(run, budget=asdict(budget))
+    row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
+                                progress=progress))
+    return row
+
+
+def time_to_solve_table(rows: List[Dict], markdown: bool = True) -> str:
+    r"""Seconds and epochs to train accuracy 1.0 under each budget, and their ratio
+    (full over fast); a run stopped before 1.0 shows its best accuracy instead."""
+    by = {(r["model"], r["size"], r["seed"], r["budget_name"]): r for r in rows}
+    cells = sorted({k[:3] for k in by}, key=lambda k: (k[1], GRAPH_MODELS.index(k[0]), k[2]))
+
+    def show(r):
+        if r is None:
+            return "not run", "–"
+        if r["train_acc"] >= 1.0:
+            return f"{r['seconds']:.0f} s", f"{r['epochs']:g}"
+        return f"not solved: {r['train_acc']:.3f} after {r['seconds']:.0f} s", f"{r['epochs']:g}"
+
+    lines = ["| model | depth | seed | full: time | full: epochs | fast: time | fast: epochs "
+             "| time ratio (full / fast) |", "|---|---|---|---|---|---|---|---|"]
+    for m, d, seed in cells:
+        full, fast = by.get((m, d, seed, "full")), by.get((m, d, seed, "fast"))
+        ratio = "–"
+        if full and fast and fast["train_acc"] >= 1.0:
+            ratio = f"{full['seconds'] / fast['seconds']:.1f}x"
+            if full["train_acc"] < 1.0:
+                ratio = "> " + ratio
+        lines.append(f"| {m} | {d} | {seed} | " + " | ".join(show(full)) + " | "
+                     + " | ".join(show(fast)) + f" | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    return text if markdown else text.replace("|", " ")
