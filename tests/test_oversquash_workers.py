@@ -12,7 +12,7 @@ from graphformer.experiments.graph_tasks import (Budget, build_tree_model, train
                                                  warmup_cosine)
 from graphformer.experiments.pool import check_workers, run_cells
 
-ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-epochs", "4",
+ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
         "--device", "cpu", "--no-plots"]
 
 
@@ -32,9 +32,9 @@ def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, c
     cli.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "one")])
     cli.main(ARGS + ["--workers", "2", "--out", str(tmp_path / "two")])
     one, two = rows_of(tmp_path / "one"), rows_of(tmp_path / "two")
-    # the fast budget: 4 epochs of 76 graphs at depth 2, evaluated every 5 -> at the end
+    # the fast budget: 8 steps of the 76 graphs of depth 2 (batches of 256), 8 epochs
     assert {"tree/gcn/2/plain/0", "tree/gin/2/plain/0"} <= set(one)
-    assert one["tree/gcn/2/plain/0"]["epochs"] == 4.0
+    assert one["tree/gcn/2/plain/0"]["epochs"] == 8.0
     assert one == two  # bit-identical, fully-adjacent runs included
     capsys.readouterr()
 

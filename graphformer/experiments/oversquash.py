@@ -50,7 +50,7 @@ class Settings:
     @classmethod
     def default(cls, **overrides) -> "Settings":
         base = dict(models=GRAPH_MODELS, transfer_models=("gcn", "gat", "attention"), tasks=TASKS,
-                    depths=(2, 3, 4), distances=(3, 5), lengths=(16, 48), seeds=(0,),
+                    depths=(2, 3), distances=(3, 5), lengths=(16, 48), seeds=(0,),
                     budget=Budget.fast())
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
