@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -126,6 +127,12 @@ def run_cells(cells: Sequence[Tuple[str, Any]], fn: CellFn, *, workers: int = 1,
             finished.add(key)
             pending.extend(done(key, value))
 
+    def terminate(signum, frame):  # SIGTERM: stop like Ctrl-C, so that the workers go too
+        raise SystemExit(128 + signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, terminate)
     try:
         while pending or running:
             while pending and len(running) < workers:
@@ -153,6 +160,8 @@ def run_cells(cells: Sequence[Tuple[str, Any]], fn: CellFn, *, workers: int = 1,
                     failures.append(CellFailure(key, _exit_reason(process.exitcode)))
                     finished.add(key)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for process in running.values():  # interrupted: no orphans
             process.kill()
             process.join()
