@@ -112,6 +112,9 @@ def main(argv=None):
                    help="evaluations without a gain in train accuracy before a run stops")
     p.add_argument("--max-graphs", type=int,
                    help="cap on graphs per tree data set (default: the paper's sizes)")
+    p.add_argument("--fully-adjacent", action="store_true",
+                   help="run every tree with the fully-adjacent last layer (the control "
+                        "alone, at the --depths given)")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (inductor); slower on a CPU for this "
                         "default run, see docs/results_oversquash.md")
@@ -172,6 +175,8 @@ def main(argv=None):
     if args.max_graphs is not None:
         settings.budget.max_graphs = args.max_graphs
     settings.compile = args.compile
+    if args.fully_adjacent:
+        settings.tree_variant = "fully_adjacent"
     if args.time_to_solve:
         return time_to_solve(p, args, workers, device)
     if args.profile:

@@ -25,6 +25,7 @@ from graphformer.experiments.sequence_tasks import (SEQUENCE_TASKS, build_sequen
 TASKS = ("tree",) + tuple(TRANSFER_TASKS) + tuple(SEQUENCE_TASKS)
 MAX_TREE_DEPTH = 8
 SEQUENCE_METHODS = ("gd", "nesterov")
+TREE_VARIANTS = ("plain", "fully_adjacent")
 #: The default run's tree models: the paper's four and graph attention (Deep Sets, which
 #: ignores the graph, runs with ``--models``).
 DEFAULT_TREE_MODELS = ("gcn", "gin", "gat", "ggnn", "attention")
@@ -53,6 +54,7 @@ class Settings:
     transfer_graphs: Optional[int] = 1100
     transfer_steps: int = 400
     compile: Union[bool, str] = False
+    tree_variant: str = "plain"  # "fully_adjacent": every tree run with that last layer
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
@@ -93,6 +95,9 @@ class Settings:
         if bad:
             raise ValueError(f"unsupported sequence length(s) {bad}: need length >= 2")
         self.budget.validate()
+        if self.tree_variant not in TREE_VARIANTS:
+            raise ValueError(f"unknown tree variant {self.tree_variant!r}; valid: "
+                             f"{', '.join(TREE_VARIANTS)}")
 
     def meta(self) -> Dict:
         r"""The settings that make two results comparable (budget and sizes)."""
@@ -111,7 +116,7 @@ def plan(settings: Settings) -> List[Dict]:
     runs = []
     for seed in settings.seeds:
         if "tree" in settings.tasks:
-            runs += [dict(task="tree", model=m, size=d, variant="plain", seed=seed)
+            runs += [dict(task="tree", model=m, size=d, variant=settings.tree_variant, seed=seed)
                      for d in settings.depths for m in settings.models]
         for task in TRANSFER_TASKS:
             if task in settings.tasks:
@@ -140,7 +145,7 @@ def plan_fully_adjacent(settings: Settings, rows: List[Dict],
     none for a model that reached the threshold at every depth studied (there is no
     bottleneck to remove). With ``complete``, only for the models and seeds whose plain
     tree runs are all in ``rows`` (so that a sweep can start them while others run)."""
-    if "tree" not in settings.tasks:
+    if "tree" not in settings.tasks or settings.tree_variant != "plain":
         return []
     runs = []
     for seed in settings.seeds:
