@@ -130,3 +130,10 @@ def test_compiled_training_equals_eager():
     assert compiled["steps"] == eager["steps"] == 4
     assert compiled["train_acc"] == eager["train_acc"]
     torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fully_adjacent_alone_runs_only_the_control(cli, tmp_path, capsys):
+    cli.main(ARGS + ["--fully-adjacent", "--workers", "1", "--out", str(tmp_path / "fa")])
+    assert set(rows_of(tmp_path / "fa")) == {"tree/gcn/2/fully_adjacent/0",
+                                             "tree/gin/2/fully_adjacent/0"}
+    capsys.readouterr()
