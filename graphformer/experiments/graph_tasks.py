@@ -35,7 +35,7 @@ SCHEDULES = ("plateau", "cosine")
 FAST_LR = 1e-2
 FAST_WARMUP = 0.05
 FAST_BATCH = 256
-FAST_EPOCHS = 200
+FAST_EPOCHS = 400
 FAST_MIN_STEPS = 2000
 FAST_EVAL = 5
 TRANSFER_TASKS = {"ring": RingTransfer, "crossed_ring": CrossedRingTransfer,
@@ -91,7 +91,7 @@ class Budget:
     def fast(cls) -> "Budget":
         r"""The fast budget: the paper's model, data and metric, another optimisation.
         The whole data set, batches of 256, Adam with a linear warm-up to a peak of 1e-2
-        over the first 5% of the steps and a cosine decay to 0 over 200 epochs (at least
+        over the first 5% of the steps and a cosine decay to 0 over 400 epochs (at least
         2,000 steps, which matters only for the 76 training graphs of depth 2), an
         evaluation every 5 epochs, and a stop at train accuracy 1.0. One budget for every
         model and depth, never tuned per run."""
