@@ -108,5 +108,5 @@ plt.show()
 # %%
 # With the same budget the fully-adjacent variant learns much more than the tree-only
 # one: at this (short) budget, the tree-only model's shortfall is the bottleneck's. With
-# the whole fast budget, GCN and GIN solve depth 3 on the plain tree too (see the
+# the whole fast budget, GCN, GIN and GAT solve depth 3 on the plain tree too (see the
 # results page): depth 3 is not yet where the bottleneck wins for them.
