@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -25,11 +25,20 @@ from graphformer.experiments.sequence_tasks import (SEQUENCE_TASKS, build_sequen
 TASKS = ("tree",) + tuple(TRANSFER_TASKS) + tuple(SEQUENCE_TASKS)
 MAX_TREE_DEPTH = 8
 SEQUENCE_METHODS = ("gd", "nesterov")
+TREE_VARIANTS = ("plain", "fully_adjacent")
+#: The default run's tree models: the paper's four (graph attention and Deep Sets run
+#: with ``--models``; they do not fit the 15 minutes beside them).
+DEFAULT_TREE_MODELS = ("gcn", "gin", "gat", "ggnn")
+#: What the test-accuracy column means where the data set is small.
+TEST_NOTE = ("test_acc: accuracy on the held-out 20% at the evaluation with the best train "
+             "accuracy. At depth 2 that is 20 trees (96 in all), so one tree is 0.05 and the "
+             "number is coarse; the paper reports train accuracy, the column to compare.")
 
 
 @dataclass
 class Settings:
-    r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes;
+    r"""What a study runs. :meth:`default` fits a 2-core CPU in about 15 minutes with the
+    fast budget (:meth:`~graphformer.experiments.graph_tasks.Budget.fast`) on the trees;
     :meth:`full` is the papers' sweep and budget."""
     models: Sequence[str]
     transfer_models: Sequence[str]
@@ -44,12 +53,15 @@ class Settings:
     num_sequences: int = 400
     transfer_graphs: Optional[int] = 1100
     transfer_steps: int = 400
+    compile: Union[bool, str] = False
+    tree_variant: str = "plain"  # "fully_adjacent": every tree run with that last layer
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
-        base = dict(models=GRAPH_MODELS, transfer_models=("gcn", "gat", "attention"), tasks=TASKS,
-                    depths=(2, 3, 4, 5), distances=(3, 5), lengths=(16, 48), seeds=(0,),
-                    budget=Budget(max_steps=800, max_graphs=2000))
+        base = dict(models=DEFAULT_TREE_MODELS, transfer_models=("gcn", "gat", "attention"),
+                    tasks=TASKS,
+                    depths=(2, 3), distances=(3, 5), lengths=(16, 48), seeds=(0,),
+                    budget=Budget.fast())
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -82,6 +94,10 @@ class Settings:
         bad = [n for n in self.lengths if n < 2]
         if bad:
             raise ValueError(f"unsupported sequence length(s) {bad}: need length >= 2")
+        self.budget.validate()
+        if self.tree_variant not in TREE_VARIANTS:
+            raise ValueError(f"unknown tree variant {self.tree_variant!r}; valid: "
+                             f"{', '.join(TREE_VARIANTS)}")
 
     def meta(self) -> Dict:
         r"""The settings that make two results comparable (budget and sizes)."""
@@ -100,7 +116,7 @@ def plan(settings: Settings) -> List[Dict]:
     runs = []
     for seed in settings.seeds:
         if "tree" in settings.tasks:
-            runs += [dict(task="tree", model=m, size=d, variant="plain", seed=seed)
+            runs += [dict(task="tree", model=m, size=d, variant=settings.tree_variant, seed=seed)
                      for d in settings.depths for m in settings.models]
         for task in TRANSFER_TASKS:
             if task in settings.tasks:
@@ -123,15 +139,21 @@ def failing_depth(rows: List[Dict], model: str, seed: int, threshold: float = 0.
     return depths[0] if depths else None
 
 
-def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
+def plan_fully_adjacent(settings: Settings, rows: List[Dict],
+                        complete: bool = False) -> List[Dict]:
     r"""One fully-adjacent run per model and seed, at the depth where the model fails;
     none for a model that reached the threshold at every depth studied (there is no
-    bottleneck to remove)."""
-    if "tree" not in settings.tasks:
+    bottleneck to remove). With ``complete``, only for the models and seeds whose plain
+    tree runs are all in ``rows`` (so that a sweep can start them while others run)."""
+    if "tree" not in settings.tasks or settings.tree_variant != "plain":
         return []
     runs = []
     for seed in settings.seeds:
         for m in settings.models:
+            have = {r["size"] for r in rows if r["task"] == "tree" and r["model"] == m
+                    and r["variant"] == "plain" and r["seed"] == seed}
+            if complete and not set(settings.depths) <= have:
+                continue
             depth = failing_depth(rows, m, seed)
             if depth is not None:
                 runs.append(dict(task="tree", model=m, size=depth, variant="fully_adjacent",
@@ -139,8 +161,23 @@ def plan_fully_adjacent(settings: Settings, rows: List[Dict]) -> List[Dict]:
     return runs
 
 
+def transfer_budget(settings: Settings) -> Budget:
+    r"""The transfer tasks' budget: ``transfer_steps`` steps of the study's budget when that
+    is Alon & Yahav's loop (``--full``), else of the short plateau loop (the fast budget's
+    schedule is the trees')."""
+    base = settings.budget if settings.budget.schedule == "plateau" else Budget()
+    return replace(base, max_graphs=None, max_steps=settings.transfer_steps, max_epochs=None,
+                   eval_every_epochs=None)
+
+
+#: Relative cost of a training step per layer (``--profile``, depth 3, batches of 256):
+#: the sweep starts the dearest runs first, so that a GGNN run does not end it alone.
+STEP_COST = {"gcn": 1.0, "gin": 1.3, "gat": 1.2, "ggnn": 2.5}
+
+
 def cost(run: Dict, settings: Settings) -> float:
-    r"""A rough relative cost of a run, for the progress bar's ETA."""
+    r"""A rough relative cost of a run, for the progress bar's ETA and the order in which
+    a sweep starts its runs (the dearest first)."""
     b = settings.budget
     if run["task"] == "tree":
         leaves = 2 ** run["size"]
@@ -148,10 +185,20 @@ def cost(run: Dict, settings: Settings) -> float:
         if b.max_graphs is not None:
             graphs = min(graphs, b.max_graphs)
         _, steps = b.steps(math.ceil(0.8 * graphs))
-        return steps * b.batch_size * 2 * leaves * (run["size"] + 1) / 1e6
+        return (steps * b.batch_size * 2 * leaves * (run["size"] + 1) / 1e6
+                * STEP_COST.get(run["model"], 1.0))
     if run["task"] in TRANSFER_TASKS:
-        return settings.transfer_steps * b.batch_size * 2 * run["size"] ** 2 / 1e6
+        return settings.transfer_steps * transfer_budget(settings).batch_size * 2 \
+            * run["size"] ** 2 / 1e6
     return settings.sequence_epochs * settings.num_sequences * run["size"] / 1e5
+
+
+def run_cell(run: Dict, progress: Optional[Callable[[float], None]] = None, *,
+             settings: Settings, device: torch.device) -> Dict:
+    r""":func:`run_one` with the arguments in the order of
+    :func:`~graphformer.experiments.pool.run_cells` (looked up when called, so that a
+    worker runs whatever ``run_one`` is then)."""
+    return run_one(run, settings, device, progress=progress)
 
 
 def run_one(run: Dict, settings: Settings, device: torch.device,
@@ -166,7 +213,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
         model = build_tree_model(run["model"], dataset)
         row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
                                     fully_adjacent=run["variant"] == "fully_adjacent",
-                                    device=device, progress=progress))
+                                    device=device, progress=progress, compile=settings.compile))
         row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
             if run["variant"] == "plain" else None
         if run["variant"] == "plain":
@@ -175,8 +222,7 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
         kwargs = {} if settings.transfer_graphs is None else {"num_graphs": settings.transfer_graphs}
         dataset = TRANSFER_TASKS[run["task"]](run["size"], seed=run["seed"], **kwargs)
         model = build_transfer_model(run["model"], dataset)
-        budget = replace(settings.budget, max_graphs=None, max_steps=settings.transfer_steps,
-                         max_epochs=None, eval_every_epochs=None)
+        budget = transfer_budget(settings)
         row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
                                     progress=progress))
     else:
@@ -313,3 +359,78 @@ def plot(rows: List[Dict], out) -> List[str]:
         plt.close(fig)
         written.append("runway.png")
     return written
+
+
+# ---------------------------------------------------------------- time to solve
+TIME_TO_SOLVE_BUDGETS = ("full", "fast")
+
+
+def time_to_solve_budget(name: str, max_epochs: Optional[int] = None,
+                         max_seconds: Optional[float] = None) -> Budget:
+    r"""``"full"`` (Alon & Yahav's loop) or ``"fast"`` (the fast budget), with an optional
+    cap on the epochs or the seconds of the paper's loop (its own cap, 50,000 epochs, is
+    days on a CPU). The fast budget is never changed: it is what the default run uses."""
+    if name == "fast":
+        return Budget.fast()
+    if name != "full":
+        raise ValueError(f"unknown budget {name!r}; valid: {', '.join(TIME_TO_SOLVE_BUDGETS)}")
+    return replace(Budget.full(), max_seconds=max_seconds,
+                   **({} if max_epochs is None else {"max_epochs": max_epochs}))
+
+
+def time_to_solve_cells(models: Sequence[str], depths: Sequence[int], seeds: Sequence[int],
+                        budgets: Sequence[str], max_epochs: Optional[int] = None,
+                        max_seconds: Optional[float] = None) -> List:
+    r"""``(key, (run, budget))`` cells: every model, depth and seed under every budget;
+    the key is the run's key followed by ``@`` and the budget's name."""
+    cells = []
+    for name in budgets:
+        budget = time_to_solve_budget(name, max_epochs, max_seconds)
+        for seed in seeds:
+            for depth in depths:
+                for m in models:
+                    run = dict(task="tree", model=m, size=depth, variant="plain", seed=seed,
+                               budget_name=name)
+                    cells.append((f"{run_key(run)}@{name}", (run, budget)))
+    return cells
+
+
+def time_to_solve_cell(payload, progress: Optional[Callable[[float], None]] = None, *,
+                       device: torch.device = torch.device("cpu")) -> Dict:
+    r"""Trains one time-to-solve cell; its row records the budget it ran under."""
+    run, budget = payload
+    torch.manual_seed(run["seed"])
+    dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
+    model = build_tree_model(run["model"], dataset)
+    row = dict(run, budget=asdict(budget))
+    row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
+                                progress=progress))
+    return row
+
+
+def time_to_solve_table(rows: List[Dict], markdown: bool = True) -> str:
+    r"""Seconds and epochs to train accuracy 1.0 under each budget, and their ratio
+    (full over fast); a run stopped before 1.0 shows its best accuracy instead."""
+    by = {(r["model"], r["size"], r["seed"], r["budget_name"]): r for r in rows}
+    cells = sorted({k[:3] for k in by}, key=lambda k: (k[1], GRAPH_MODELS.index(k[0]), k[2]))
+
+    def show(r):
+        if r is None:
+            return "not run", "–"
+        if r["train_acc"] >= 1.0:
+            return f"{r['seconds']:.0f} s", f"{r['epochs']:g}"
+        return f"not solved: {r['train_acc']:.3f} after {r['seconds']:.0f} s", f"{r['epochs']:g}"
+
+    lines = ["| model | depth | seed | full: time | full: epochs | fast: time | fast: epochs "
+             "| time ratio (full / fast) |", "|---|---|---|---|---|---|---|---|"]
+    for m, d, seed in cells:
+        full, fast = by.get((m, d, seed, "full")), by.get((m, d, seed, "fast"))
+        ratio = "–"
+        if full and fast and fast["train_acc"] >= 1.0:
+            ratio = f"{full['seconds'] / fast['seconds']:.1f}x"
+            if full["train_acc"] < 1.0:
+                ratio = "> " + ratio
+        lines.append(f"| {m} | {d} | {seed} | " + " | ".join(show(full)) + " | "
+                     + " | ".join(show(fast)) + f" | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    return text if markdown else text.replace("|", " ")

@@ -1,0 +1,139 @@
+"""The worker pool of the over-squashing study and the fast budget: the same numbers for any
+number of workers, a crashed worker named and resumed, compiled training equal to eager."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from graphformer.datasets import TreeNeighborsMatch
+from graphformer.experiments.graph_tasks import (Budget, build_tree_model, train_graph_task,
+                                                 warmup_cosine)
+from graphformer.experiments.pool import check_workers, run_cells
+
+ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
+        "--device", "cpu", "--no-plots"]
+
+
+@pytest.fixture
+def cli(load_benchmark):
+    return load_benchmark("oversquash")
+
+
+def rows_of(out):
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    for row in rows.values():
+        row.pop("seconds")  # wall time, the one thing that may differ
+    return rows
+
+
+def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, capsys):
+    cli.main(ARGS + ["--workers", "1", "--out", str(tmp_path / "one")])
+    cli.main(ARGS + ["--workers", "2", "--out", str(tmp_path / "two")])
+    one, two = rows_of(tmp_path / "one"), rows_of(tmp_path / "two")
+    # the fast budget: 8 steps of the 76 graphs of depth 2 (batches of 256), 8 epochs
+    assert {"tree/gcn/2/plain/0", "tree/gin/2/plain/0"} <= set(one)
+    assert one["tree/gcn/2/plain/0"]["epochs"] == 8.0
+    assert one == two  # bit-identical, fully-adjacent runs included
+    capsys.readouterr()
+
+
+def test_a_killed_worker_is_named_and_resume_finishes_the_rest(cli, tmp_path, capsys,
+                                                                 monkeypatch):
+    import graphformer.experiments.oversquash as study
+    parent, run_one = os.getpid(), study.run_one
+
+    def crash_gin(run, *args, **kwargs):
+        if run["model"] == "gin" and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-run
+        return run_one(run, *args, **kwargs)
+
+    monkeypatch.setattr(study, "run_one", crash_gin)
+    out = tmp_path / "crash"
+    with pytest.raises(SystemExit) as e:
+        cli.main(ARGS + ["--workers", "2", "--out", str(out)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 run(s) failed: tree/gin/2/plain/0" in err and "SIGKILL" in err
+    assert "--resume" in err
+    kept = rows_of(out)
+    assert "tree/gcn/2/plain/0" in kept and "tree/gin/2/plain/0" not in kept
+
+    monkeypatch.setattr(study, "run_one", run_one)
+    cli.main(ARGS + ["--workers", "2", "--resume", "--out", str(out)])
+    assert "resuming: 1 of 2 runs" in capsys.readouterr().out
+    done = rows_of(out)
+    assert "tree/gin/2/plain/0" in done
+    assert done["tree/gcn/2/plain/0"] == kept["tree/gcn/2/plain/0"]  # not retrained
+
+
+def test_an_exception_in_a_cell_is_reported_with_its_traceback():
+    def work(payload, progress):
+        if payload == 2:
+            raise ValueError("cell two is broken")
+        progress(1.0)
+        return {"value": payload}
+
+    for workers in (1, 2):
+        done = {}
+        failures = run_cells([("a", 1), ("b", 2), ("c", 3)], work, workers=workers,
+                             on_done=lambda key, row: done.update({key: row}) or ())
+        assert done == {"a": {"value": 1}, "c": {"value": 3}}
+        assert [f.key for f in failures] == ["b"] and "cell two is broken" in failures[0].reason
+
+
+def test_bad_worker_counts_are_refused(cli, tmp_path, capsys):
+    for bad in ("0", "-2"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(ARGS + ["--workers", bad, "--out", str(tmp_path / "x")])
+        assert e.value.code == 2
+        assert f"--workers must be at least 1 (worker processes), got {bad}" in \
+            capsys.readouterr().err
+    with pytest.raises(TypeError, match="workers must be an integer"):
+        check_workers(1.5)
+    with pytest.raises(SystemExit):
+        cli.main(ARGS + ["--resume", "--restart", "--out", str(tmp_path / "x")])
+    assert "contradict" in capsys.readouterr().err
+
+
+def test_fast_budget_schedule_and_settings():
+    # warm-up from 1/w to 1, then cosine to 0 at the last step
+    assert warmup_cosine(0, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 0.1) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 0.1) == pytest.approx(0.0)
+    fast = Budget.fast()
+    assert fast.schedule == "cosine" and fast.max_graphs is None and fast.patience is None
+    for bad, message in ((dict(schedule="linear"), "unknown schedule 'linear'"),
+                         (dict(batch_size=0), "batch_size must be at least 1"),
+                         (dict(lr=-1.0), "lr must be positive"),
+                         (dict(warmup=1.0), "warmup is a share")):
+        with pytest.raises(ValueError, match=message):
+            Budget(**bad).validate()
+
+
+def test_compiled_training_equals_eager():
+    # dynamo's capture and AOT autograd (backend "aot_eager"), the same as inductor up to
+    # its kernels, which take a minute to build on a CPU; the numbers must agree
+    ds = TreeNeighborsMatch(2)
+    budget = Budget(max_steps=4, eval_every=2, batch_size=32, max_graphs=None,
+                    schedule="cosine", lr=5e-3, warmup=0.2)
+    results, params = [], []
+    for compile in (False, "aot_eager"):
+        torch.manual_seed(0)
+        model = build_tree_model("gcn", ds)
+        results.append(train_graph_task(model, ds, budget, compile=compile))
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    eager, compiled = results
+    assert compiled["steps"] == eager["steps"] == 4
+    assert compiled["train_acc"] == eager["train_acc"]
+    torch.testing.assert_close(params[1], params[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fully_adjacent_alone_runs_only_the_control(cli, tmp_path, capsys):
+    cli.main(ARGS + ["--fully-adjacent", "--workers", "1", "--out", str(tmp_path / "fa")])
+    assert set(rows_of(tmp_path / "fa")) == {"tree/gcn/2/fully_adjacent/0",
+                                             "tree/gin/2/fully_adjacent/0"}
+    capsys.readouterr()
