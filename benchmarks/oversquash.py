@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from graphformer.device import resolve_device
 from graphformer.experiments.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, profile_steps,
                                                  profile_table)
 from graphformer.experiments.oversquash import (TASKS, TEST_NOTE, Settings, cost, csv_text, plan,
@@ -152,12 +153,14 @@ def main(argv=None):
         workers = check_workers(default_workers() if args.workers is None else args.workers)
     except ValueError:
         p.error(f"--workers must be at least 1 (worker processes), got {args.workers}")
-    if workers > 1 and args.device != "cpu" and (args.device != "auto" or torch.cuda.is_available()):
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(f"--device: {e}")
+    if workers > 1 and device.type != "cpu":
         workers = 1  # one accelerator: its runs go one after another
 
     torch.set_num_threads(max(1, args.threads))
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
     seeds = [args.seed] if args.seed is not None else args.seeds
     overrides = dict(models=args.models, transfer_models=args.models, tasks=args.tasks, depths=args.depths,
                      distances=args.distances, lengths=args.lengths, seeds=seeds)

@@ -49,7 +49,10 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys,
 def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
     cases = [(["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
-             (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]")]
+             (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]"),
+             (["--device", "tpu"], "unknown device 'tpu'")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "CUDA is not available here"))
     for args, message in cases:
         with pytest.raises(SystemExit) as e:
             cli.main(args + ["--out", str(tmp_path / "x")])
