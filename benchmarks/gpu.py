@@ -31,7 +31,7 @@ Examples::
 
     benchmarks/gpu.sh results/gpu               # on a GPU machine: install, then this
     python benchmarks/gpu.py results/gpu        # the packages already installed
-    python benchmarks/gpu.py /tmp/gpu --dry-run # the CPU rehearsal
+    python benchmarks/gpu.py results/gpu-dry-run --dry-run # the CPU rehearsal
 """
 from __future__ import annotations
 
