@@ -10,6 +10,8 @@ uncompiled (``eager_flex``, same ``BlockMask`` semantics; compiling it takes 5-3
 shape on CPU) and forward-only, as on CPU in the library. Examples are derandomised (see
 ``conftest.py``); the ``@example``\ s pin the known hard cases.
 """
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
@@ -101,16 +103,24 @@ def qkv(num_nodes: int, seed: int, heads: int = 2, channels: int = 4):
     return [torch.randn(num_nodes, heads, channels, generator=gen) for _ in range(3)]
 
 
+#: Suffix of a kernel name: run it as under ``torch.compile`` (no host sync), where the
+#: fused kernel itself must keep non-finite keys and values out of the rows that cannot
+#: see them; eagerly, non-finite input is sent to the edge-wise kernel first.
+TRACED = "@traced"
+
+
 def run_kernel(kernel: str, q, k, v, graph, grad_out=None):
     r"""Output of ``kernel`` and, when ``grad_out`` is given, the gradients of
     ``(out * grad_out).sum()`` w.r.t. ``q, k, v``."""
     q, k, v = (t.detach().clone().requires_grad_(grad_out is not None) for t in (q, k, v))
-    with torch.set_grad_enabled(grad_out is not None):
+    traced = kernel.endswith(TRACED)
+    with torch.set_grad_enabled(grad_out is not None), \
+            mock.patch.object(torch.compiler, "is_compiling", lambda: traced):
         if kernel == "reference":
             ei = graph.edge_index if isinstance(graph, CausalGraph) else graph
             out = kernels.edge_attention_reference(q, k, v, ei)
         else:
-            out = kernels.attention(q, k, v, graph, kernel)
+            out = kernels.attention(q, k, v, graph, kernel.removesuffix(TRACED))
         if grad_out is None:
             return out.detach(), None
         (out * grad_out).sum().backward()
@@ -203,7 +213,7 @@ def check_nan_location(graph, seed, data, kernel, tensors):
          seed=0, data=None, kernel="sdpa").via("issue #12: x[5] = nan poisons rows 0-4")
 @ONE_BUG
 @given(graph=sequence_graphs(), seed=st.integers(0, 2**16), data=st.data(),
-       kernel=st.sampled_from(["sdpa", "flex", "auto"]))
+       kernel=st.sampled_from(["sdpa", "flex", "auto", "sdpa" + TRACED, "flex" + TRACED]))
 def _nan_location_fused(graph, seed, data, kernel):
     r"""A non-finite key or value reaches exactly the rows with an edge from it."""
     check_nan_location(graph, seed, data, kernel, "kv")
@@ -217,7 +227,7 @@ def test_nan_location_fused_kernels(eager_flex):
     "a single token whose query is NaN")
 @ONE_BUG
 @given(graph=sequence_graphs(), seed=st.integers(0, 2**16), data=st.data(),
-       kernel=st.sampled_from(["sdpa", "flex", "auto"]))
+       kernel=st.sampled_from(["sdpa", "flex", "auto", "sdpa" + TRACED, "flex" + TRACED]))
 def _nan_query_fused(graph, seed, data, kernel):
     r"""A NaN query makes its own row NaN (when the row has a key), as on the reference."""
     if data is None:
