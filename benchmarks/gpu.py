@@ -45,7 +45,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the Shakespeare text may be: beside the project (``../shared``, as everywhere in

@@ -139,7 +139,6 @@ class CausalGraph:
                      window: Optional[int] = None, causal: bool = True) -> "CausalGraph":
         r"""One sequence per entry of ``lengths``, nodes laid out one sequence after
         the other."""
-        _check_window(window)
         lengths = _as_long(lengths, "lengths").flatten()
         if lengths.numel() == 0 or bool((lengths < 1).any()):
             raise ValueError(f"lengths must be positive integers, got {lengths.tolist()}")

@@ -150,7 +150,9 @@ def test_datasets_refuse_nonsense():
         next(data.iter_batches(2, index=torch.tensor([0.5, 1.5])))
     with pytest.raises(IndexError, match="index -41 is out of range for a data set of 40"):
         data.batch([-41])
-    assert data.batch([-1]).num_graphs == 1  # negative indices count from the end
+    last, by_minus_one = data.batch([len(data) - 1]), data.batch([-1])  # counts from the end
+    assert by_minus_one.num_graphs == 1
+    assert torch.equal(by_minus_one.x, last.x) and torch.equal(by_minus_one.y, last.y)
 
 
 def test_text_batches_refuse_nonsense():

@@ -3,7 +3,6 @@ GPU run (the rehearsal of every step, ``benchmarks/gpu.sh OUT --dry-run``, runs 
 ``.ci/run``: it takes about a minute, too long for the test suite)."""
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

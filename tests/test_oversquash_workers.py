@@ -35,6 +35,7 @@ def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, c
     # the fast budget: 8 steps of the 76 graphs of depth 2 (batches of 256), 8 epochs
     assert {"tree/gcn/2/plain/0", "tree/gin/2/plain/0"} <= set(one)
     assert one["tree/gcn/2/plain/0"]["epochs"] == 8.0
+    assert any("fully_adjacent" in key for key in one)  # the controls ran too
     assert one == two  # bit-identical, fully-adjacent runs included
     capsys.readouterr()
 

@@ -159,10 +159,6 @@ def poison(tensors, entries):
     return q, k, v
 
 
-def kernels_for(graph, flex: bool = True):
-    return ("edge", "sdpa", "auto", "flex") if flex else ("edge", "sdpa", "auto")
-
-
 # ---------------------------------------------------------------------- kernels, finite
 @FIXTURE_OK
 @given(graph=sequence_graphs(), seed=st.integers(0, 2**16))

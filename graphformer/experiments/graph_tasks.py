@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingTransfer,
                                   TreeNeighborsMatch)

@@ -12,9 +12,8 @@ from torch_geometric.utils import softmax
 
 from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
-from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_input,  # noqa: F401
-                                        check_sizes,
-                                        edge_attr_rows, prepare_inputs)
+from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_sizes, edge_attr_rows,
+                                        prepare_inputs)
 
 
 def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tensor:
@@ -286,8 +285,7 @@ class AttentionConv(MessagePassing):
                                     training=self.training)
         out = self.combine(out, inputs.x_dst)
         if return_attention_weights is not None:
-            alpha = softmax(kernels.edge_scores(q, k, inputs.edge_index, ekv, bias),
-                                    inputs.edge_index[1], num_nodes=q.size(0))
+            alpha = self.attention_weights(q, k, inputs.edge_index, ekv, bias)
             return out, (inputs.edge_index, alpha)
         return out
 
@@ -317,12 +315,13 @@ class AttentionConv(MessagePassing):
             out = out + self.lin_skip(x)
         return out
 
-    def attention_weights(self, q: Tensor, k: Tensor,
-                          edge_index: GraphLike) -> Tuple[Tensor, Tensor]:
-        r"""``(edge_index, alpha)``: the attention weight of every edge and head."""
-        ei = edge_index.edge_index if isinstance(edge_index, CausalGraph) else edge_index
-        alpha = softmax(kernels.edge_scores(q, k, ei), ei[1], num_nodes=q.size(0))
-        return ei, alpha
+    @staticmethod
+    def attention_weights(q: Tensor, k: Tensor, edge_index: Tensor,
+                          ekv: Optional[Tensor] = None,
+                          bias: Optional[Tensor] = None) -> Tensor:
+        r"""The attention weight ``[E, H]`` of every edge and head of ``edge_index``."""
+        return softmax(kernels.edge_scores(q, k, edge_index, ekv, bias), edge_index[1],
+                       num_nodes=q.size(0))
 
     def message(self, query_i: Tensor, key_j: Tensor, value_j: Tensor,
                 edge_attr: Optional[Tensor], attn_bias: Optional[Tensor], index: Tensor,

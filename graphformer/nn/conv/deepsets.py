@@ -8,7 +8,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.graph import CausalGraph
-from graphformer.nn.conv.inputs import GraphLike, check_sizes, prepare_inputs
+from graphformer.nn.conv.inputs import check_sizes, prepare_inputs
 PATHS = ("auto", "edge", "prefix")
 
 

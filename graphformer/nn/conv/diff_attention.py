@@ -4,13 +4,10 @@ import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.utils import softmax
 
-from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
 from graphformer.nn.conv.attention import AttentionConv, GraphLike, uses_pyg_machinery
 
@@ -133,8 +130,8 @@ class DiffAttentionConv(AttentionConv):
         out = self.combine(out * (1.0 - self.lambda_init), inputs.x_dst)
         if return_attention_weights is not None:
             ei = inputs.edge_index
-            a1 = softmax(kernels.edge_scores(q1, k1, ei, ekv, bias), ei[1], num_nodes=q1.size(0))
-            a2 = softmax(kernels.edge_scores(q2, k2, ei, ekv, bias), ei[1], num_nodes=q1.size(0))
+            a1 = self.attention_weights(q1, k1, ei, ekv, bias)
+            a2 = self.attention_weights(q2, k2, ei, ekv, bias)
             return out, (ei, a1 - lam * a2)
         return out
 
