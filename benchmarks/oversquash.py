@@ -180,6 +180,15 @@ def main(argv=None):
     if args.fully_adjacent:
         settings.tree_variant = "fully_adjacent"
     if args.time_to_solve:
+        ignored = [flag for flag, value in (("--compile", args.compile),
+                                            ("--batch-size", args.batch_size),
+                                            ("--patience", args.patience),
+                                            ("--max-graphs", args.max_graphs),
+                                            ("--fully-adjacent", args.fully_adjacent),
+                                            ("--max-steps", args.max_steps)) if value]
+        if ignored:
+            p.error(f"--time-to-solve compares the two budgets as they are; it does not take "
+                    f"{', '.join(ignored)}")
         return time_to_solve(p, args, workers, device)
     if args.profile:
         depths = args.depths or [3, 4]

@@ -138,3 +138,11 @@ def test_fully_adjacent_alone_runs_only_the_control(cli, tmp_path, capsys):
     assert set(rows_of(tmp_path / "fa")) == {"tree/gcn/2/fully_adjacent/0",
                                              "tree/gin/2/fully_adjacent/0"}
     capsys.readouterr()
+
+
+def test_time_to_solve_refuses_flags_it_would_ignore(cli, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--time-to-solve", "fast", "--depths", "2", "--compile", "--batch-size", "8",
+                  "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    assert "it does not take --compile, --batch-size" in capsys.readouterr().err
