@@ -279,7 +279,7 @@ def dense_pair_attention(conv: AttentionConv, graph: CausalGraph,
     masked attention ``softmax(q (k + e)^T / sqrt(d)) (v + e)`` on the padded layout
     (SDPA cannot take a per-pair value term)."""
     B, T, H, C = graph.num_sequences, graph.max_length, conv.heads, conv.out_channels
-    flat = kernels.pair_index(graph, graph.edge_index)
+    flat = graph.pair_index(graph.edge_index)
     mask = graph.dense_mask().view(B, 1, T, T)
 
     def fn(x):

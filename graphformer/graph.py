@@ -168,10 +168,9 @@ class CausalGraph:
 
         A :class:`CausalGraph` is a *set* of edges: a repeated edge is kept once. On a
         plain ``edge_index`` the edge-wise kernel counts a repeated edge twice in the
-        softmax (as PyG does), so code that turns a user's ``edge_index`` into a
-        :class:`CausalGraph` behind the scenes (a layer's ``batch=``) should pass
-        ``allow_duplicates=False``: a multigraph is then refused with a clear error
-        instead of silently changing the answer."""
+        softmax (as PyG does). A layer's ``batch=`` therefore keeps a multigraph on the
+        edge-wise kernel; ``allow_duplicates=False`` refuses a multigraph here with a
+        clear error instead, for code that needs the set to equal the list."""
         graph = cls.from_batch(batch, causal=causal)
         check_edge_index(edge_index, graph.num_nodes, of="graph given by batch")
         if not allow_duplicates:
@@ -338,7 +337,7 @@ class CausalGraph:
         B, T, dev = self.num_sequences, self.max_length, self.device
         if self.explicit is not None:
             mask = torch.zeros(B * T * T, dtype=torch.bool, device=dev)
-            mask[self._flat_pair_index(self.explicit)] = True
+            mask[self.pair_index(self.explicit)] = True
             return mask.view(B, T, T)
         pos = torch.arange(T, device=dev)
         valid = pos.unsqueeze(0) < self.lengths.unsqueeze(1)  # [B, T]
@@ -353,14 +352,17 @@ class CausalGraph:
         if self.extra_edges is not None or self.removed_edges is not None:
             mask = mask.reshape(-1).clone()
             if self.extra_edges is not None:
-                mask[self._flat_pair_index(self.extra_edges)] = True
+                mask[self.pair_index(self.extra_edges)] = True
             if self.removed_edges is not None:
-                mask[self._flat_pair_index(self.removed_edges)] = False
+                mask[self.pair_index(self.removed_edges)] = False
             mask = mask.view(B, T, T)
         return mask
 
-    def _flat_pair_index(self, edges: Tensor) -> Tensor:
-        src, dst = edges
+    def pair_index(self, edges: Tensor) -> Tensor:
+        r"""Index of each edge ``(j, i)`` of ``edges`` ``[2, E]`` in the flattened padded
+        ``[B, T, T]`` layout (row ``i``, column ``j``), for scattering per-edge values
+        there."""
+        src, dst = edges[0].long(), edges[1].long()
         T = self.max_length
         return (self.batch[dst] * T + self.position[dst]) * T + self.position[src]
 

@@ -50,7 +50,7 @@ from graphformer.graph import CausalGraph
 
 __all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention",
            "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention",
-           "dense_bias", "pair_index", "all_finite", "quarantine", "sees"]
+           "dense_bias", "all_finite", "quarantine", "sees"]
 
 KERNELS = ("auto", "edge", "sdpa", "flex")
 
@@ -311,21 +311,13 @@ def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
     return mask, has_key.view(mask.size(0), 1, mask.size(1), 1)
 
 
-def pair_index(graph: CausalGraph, edge_index: Tensor) -> Tensor:
-    r"""Index of each edge ``(j, i)`` in the flattened padded ``[B, T, T]`` layout of
-    ``graph`` (row ``i``, column ``j``), for scattering per-edge values there."""
-    src, dst = edge_index[0].long(), edge_index[1].long()
-    T = graph.max_length
-    return (graph.batch[dst] * T + graph.position[dst]) * T + graph.position[src]
-
-
 def dense_bias(graph: CausalGraph, bias: Tensor, edge_index: Tensor) -> Tensor:
     r"""The per-edge ``bias`` ``[E, H]`` (rows in the order of ``edge_index``) on the
     padded layout, ``[B, H, T, T]``, 0 at every pair that is not an edge. Autograd
     carries the gradient back to ``bias``."""
     B, T, H = graph.num_sequences, graph.max_length, bias.size(1)
     out = bias.new_zeros(B * T * T, H)
-    out = out.index_put((pair_index(graph, edge_index),), bias, accumulate=True)
+    out = out.index_put((graph.pair_index(edge_index),), bias, accumulate=True)
     return out.view(B, T, T, H).permute(0, 3, 1, 2)
 
 
