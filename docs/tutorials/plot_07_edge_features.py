@@ -123,7 +123,7 @@ graphs = [nx.connected_watts_strogatz_graph(n, 4, 0.3, seed=s) for s in range(nu
 full = CausalGraph.from_lengths([n] * num_graphs, causal=False)  # all pairs per graph
 hops = torch.stack([torch.tensor([[nx.shortest_path_length(gr, i, j) for j in range(n)]
                                   for i in range(n)]) for gr in graphs])  # [B, i, j]
-pair_hop = hops.view(-1)[kernels.pair_index(full, full.edge_index)].clamp(max=max_hop)
+pair_hop = hops.view(-1)[full.pair_index(full.edge_index)].clamp(max=max_hop)
 
 feats = torch.randn(num_graphs * n, 4)
 target = torch.zeros(num_graphs * n)
