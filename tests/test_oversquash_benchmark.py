@@ -80,7 +80,7 @@ def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
 def test_same_topology_loader_and_fully_adjacent_graph():
     ds = TreeNeighborsMatch(2)
     loader = SameTopologyLoader(ds, torch.arange(5), 2, fully_adjacent=True)
-    x, ei, last, readout, y = next(iter(loader))
+    x, ei, last, readout, y, _, _ = next(iter(loader))
     n = ds[0].num_nodes
     assert x.shape == (2 * n, 2) and readout.tolist() == [0, n]
     torch.testing.assert_close(ei[:, :ds[0].edge_index.size(1)], ds[0].edge_index)

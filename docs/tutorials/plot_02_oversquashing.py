@@ -124,11 +124,11 @@ def sensitivity_profile(model, data, fully_adjacent):
     distance, on one tree."""
     model.eval()
     loader = SameTopologyLoader(data, torch.arange(1), 1, fully_adjacent=fully_adjacent)
-    x, edge_index, last_edge_index, root, _ = next(iter(loader))
-    h0 = model.encoder(x).detach()  # embedded (key, value) of every node
+    batch = next(iter(loader))
+    h0 = model.encoder(batch.x).detach()  # embedded (key, value) of every node
     return sensitivity_vs_distance(
-        lambda h: model.stack(h, edge_index, last_edge_index=last_edge_index),
-        h0, edge_index, int(root[0]))
+        lambda h: model.stack(h, batch.edge_index, last_edge_index=batch.last_edge_index),
+        h0, batch.edge_index, int(batch.readout[0]))
 
 
 fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")

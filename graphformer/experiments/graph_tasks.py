@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GatedGraphConv
 
 from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingTransfer,
                                   TreeNeighborsMatch)
 from graphformer.models import GraphModel
+from graphformer.nn.conv import AttentionConv, DeepSetsConv
 from graphformer.transforms import fully_adjacent_edges
 
 #: Train accuracy on Tree-NeighborsMatch at depths 2..8 (Alon & Yahav 2021, Fig. 3).
@@ -125,20 +127,48 @@ class Budget:
         return eval_every, max_steps
 
 
+class SameTopologyBatch(NamedTuple):
+    r"""One mini-batch of :class:`SameTopologyLoader`."""
+    x: Tensor
+    edge_index: Tensor
+    last_edge_index: Optional[Tensor]
+    readout: Tensor  # global index of each graph's read-out node
+    y: Tensor
+    num_sampled_nodes_per_hop: Optional[List[int]] = None
+    num_sampled_edges_per_hop: Optional[List[int]] = None
+
+    def logits(self, model: GraphModel) -> Tensor:
+        r"""``model``'s predictions at the read-out nodes."""
+        return model(self.x, self.edge_index, index=self.readout,
+                     last_edge_index=self.last_edge_index,
+                     num_sampled_nodes_per_hop=self.num_sampled_nodes_per_hop,
+                     num_sampled_edges_per_hop=self.num_sampled_edges_per_hop)
+
+
 class SameTopologyLoader:
     r"""Mini-batches of a data set whose graphs all share one topology, built by indexing
     the stored tensors rather than collating :class:`~torch_geometric.data.Data` objects
     one by one (hundreds of times faster for 32,000 small trees).
 
-    Yields ``(x, edge_index, last_edge_index, readout, y)`` with ``readout`` the global
-    index of each graph's read-out node. ``last_edge_index`` is the fully-adjacent last
-    layer's graph (every node to its graph's read-out node, plus the ordinary edges) when
-    ``fully_adjacent`` is set, else ``None``.
+    Yields :class:`SameTopologyBatch` (``x, edge_index, last_edge_index, readout, y``)
+    with ``readout`` the global index of each graph's read-out node. ``last_edge_index``
+    is the fully-adjacent last layer's graph (every node to its graph's read-out node)
+    when ``fully_adjacent`` is set, else ``None``.
+
+    With ``trim_layers=L`` the batch is laid out for a model of ``L`` layers to compute
+    only what the read-out needs (PyG's :func:`~torch_geometric.utils.trim_to_layer`):
+    the nodes sorted by their hop distance to the read-out node (every graph's read-out
+    node first, then every graph's nodes one hop away, ...; nodes more than ``L`` hops
+    away, which cannot reach it, left out), the edges sorted by the farther hop of their
+    two ends, and the counts per hop in ``num_sampled_nodes_per_hop`` and
+    ``num_sampled_edges_per_hop``. Only for layers where trimming is exact
+    (:func:`trims_exactly`).
     """
 
     def __init__(self, dataset, index: Tensor, batch_size: int, *, shuffle: bool = False,
                  fully_adjacent: bool = False, generator: Optional[torch.Generator] = None,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu"),
+                 trim_layers: Optional[int] = None) -> None:
         first = dataset[0]
         self.n = first.num_nodes
         self.x = dataset._data.x.view(len(dataset), self.n, *dataset._data.x.shape[1:])
@@ -147,13 +177,21 @@ class SameTopologyLoader:
         self.edge_index = first.edge_index
         self.last_edge_index = None
         if fully_adjacent:
+            if trim_layers is not None:
+                raise ValueError("trim_layers and fully_adjacent do not go together: the "
+                                 "fully-adjacent last layer reads every node")
             self.last_edge_index = fully_adjacent_edges(self.n, root_index=torch.tensor([self.root]))
+        if trim_layers is not None and (isinstance(trim_layers, bool)
+                                        or not isinstance(trim_layers, int) or trim_layers < 1):
+            raise ValueError(f"trim_layers must be an int >= 1, got {trim_layers!r}")
+        self.trim_layers = trim_layers
         self.index = index
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.device = device
         self._tiled: Dict[Tuple[int, bool], Tensor] = {}
+        self._trimmed: Dict[int, Tuple[Tensor, Tensor, List[int], List[int]]] = {}
 
     def __len__(self) -> int:
         return math.ceil(self.index.numel() / self.batch_size)
@@ -164,18 +202,91 @@ class SameTopologyLoader:
             self._tiled[(graphs, key)] = (edge_index.repeat(1, graphs) + offset).to(self.device)
         return self._tiled[(graphs, key)]
 
-    def __iter__(self) -> Iterator[Tuple[Tensor, Tensor, Optional[Tensor], Tensor, Tensor]]:
+    def _hops(self) -> Tensor:
+        r"""Hop distance of every node to the read-out node along the edges (a large
+        number where it cannot reach it)."""
+        far = self.n + 1
+        hop = torch.full((self.n,), far, dtype=torch.long)
+        hop[self.root] = 0
+        src, dst = self.edge_index
+        for h in range(1, self.n):  # Bellman-Ford rounds; a tree needs depth + 1
+            reach = hop[dst] + 1
+            new = hop.scatter_reduce(0, src, reach, reduce="amin")
+            if torch.equal(new, hop):
+                break
+            hop = new
+        return hop
+
+    def _trim_layout(self, graphs: int) -> Tuple[Tensor, Tensor, List[int], List[int]]:
+        r"""``(gather, edge_index, nodes per hop, edges per hop)`` for ``graphs`` graphs:
+        row ``i`` of the batch is row ``gather[i]`` of the graphs stacked as stored."""
+        if graphs not in self._trimmed:
+            L, G, n = self.trim_layers, graphs, self.n
+            hop = self._hops()
+            src, dst = self.edge_index
+            keep_edge = (hop[src] <= L) & (hop[dst] <= L)
+            src, dst = src[keep_edge], dst[keep_edge]
+            edge_hop = torch.maximum(hop[src], hop[dst])
+            graph = torch.arange(G)
+            gather, new_of = [], torch.full((G * n,), -1, dtype=torch.long)
+            nodes_per_hop, placed = [], 0
+            for h in range(L + 1):
+                nodes = (hop == h).nonzero().view(-1)
+                block = (graph[:, None] * n + nodes[None, :]).reshape(-1)
+                new_of[block] = torch.arange(placed, placed + block.numel())
+                gather.append(block)
+                nodes_per_hop.append(block.numel())
+                placed += block.numel()
+            edges, edges_per_hop = [], []
+            for h in range(L + 1):
+                mine = edge_hop == h
+                s = (graph[:, None] * n + src[mine][None, :]).reshape(-1)
+                d = (graph[:, None] * n + dst[mine][None, :]).reshape(-1)
+                edges.append(torch.stack([new_of[s], new_of[d]]))
+                edges_per_hop.append(s.numel())
+            # PyG's convention: L edge counts, the hop-0 edges (self-loops at the seeds)
+            # counted with hop 1 since they are never trimmed
+            edges_per_hop = [edges_per_hop[0] + edges_per_hop[1]] + edges_per_hop[2:]
+            self._trimmed[graphs] = (torch.cat(gather), torch.cat(edges, 1).to(self.device),
+                                     nodes_per_hop, edges_per_hop)
+        return self._trimmed[graphs]
+
+    def __iter__(self) -> Iterator[SameTopologyBatch]:
         order = self.index
         if self.shuffle:
             order = order[torch.randperm(order.numel(), generator=self.generator)]
         for start in range(0, order.numel(), self.batch_size):
             ids = order[start:start + self.batch_size]
             G = ids.numel()
-            x = self.x[ids].reshape(G * self.n, *self.x.shape[2:]).to(self.device)
+            x = self.x[ids].reshape(G * self.n, *self.x.shape[2:])
+            y = self.y[ids].to(self.device)
+            if self.trim_layers is not None:
+                gather, ei, nodes, edges = self._trim_layout(G)
+                yield SameTopologyBatch(x[gather].to(self.device), ei, None,
+                                        torch.arange(G, device=self.device), y, nodes, edges)
+                continue
             ei = self._tile(self.edge_index, G, False)
             last = None if self.last_edge_index is None else self._tile(self.last_edge_index, G, True)
             readout = (torch.arange(G) * self.n + self.root).to(self.device)
-            yield x, ei, last, readout, self.y[ids].to(self.device)
+            yield SameTopologyBatch(x.to(self.device), ei, last, readout, y)
+
+
+#: Layers whose output at a node depends only on its in-neighbours' inputs, so that
+#: trimming a batch to what the read-out needs (``trim_layers``) changes no number
+#: (tested): not GCN (its normalisation reads the degree of the trimmed frontier) nor
+#: batch norm (its statistics see every row).
+TRIM_EXACT = (GATConv, GatedGraphConv, AttentionConv, DeepSetsConv)
+
+
+def trims_exactly(model: GraphModel) -> bool:
+    r"""Whether every layer of ``model`` gives the same read-out with a trimmed batch:
+    all its convs are of the :data:`TRIM_EXACT` kinds (or GIN without batch norm), and
+    it has no batch norm."""
+    for module in model.modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, GCNConv)):
+            return False
+    convs = [o.conv for layer in model.stack.layers for o in layer]
+    return all(isinstance(c, TRIM_EXACT + (GINConv,)) for c in convs)
 
 
 def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
@@ -204,21 +315,24 @@ def accuracy(model: GraphModel, loader: SameTopologyLoader) -> float:
     r"""Share of graphs whose read-out prediction is right."""
     model.eval()
     right = total = 0
-    for x, ei, last, readout, y in loader:
-        pred = model(x, ei, index=readout, last_edge_index=last).argmax(-1)
-        right += int((pred == y).sum())
-        total += y.numel()
+    for batch in loader:
+        right += int((batch.logits(model).argmax(-1) == batch.y).sum())
+        total += batch.y.numel()
     return right / max(total, 1)
 
 
 def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 0,
                      fully_adjacent: bool = False, device: torch.device = torch.device("cpu"),
                      progress: Optional[Callable[[float], None]] = None,
-                     compile: Union[bool, str] = False) -> Dict[str, float]:
+                     compile: Union[bool, str] = False,
+                     trim: Optional[bool] = None) -> Dict[str, float]:
     r"""Trains ``model`` on the stratified split of ``dataset`` with Adam and the
     budget's learning-rate schedule (see :class:`Budget`). ``compile`` trains through
     :func:`torch.compile` (``True``: inductor; a string: that backend); the evaluations
-    stay eager.
+    stay eager. ``trim`` lays the batches out so that each layer computes only what the
+    read-out needs (see :class:`SameTopologyLoader`); ``None`` (default) trims whenever
+    that is exact (:func:`trims_exactly`) and there is no fully-adjacent layer, so the
+    numbers are those of the untrimmed model up to the order of floating-point sums.
 
     Returns the best train accuracy (what Alon & Yahav report), the test accuracy at that
     evaluation, the steps run and the wall time. ``progress`` is called with the share of
@@ -231,9 +345,12 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
         keep = max(1, round(budget.max_graphs * train_idx.numel() / len(dataset)))
         train_idx = train_idx[:keep]
         test_idx = test_idx[:max(1, budget.max_graphs - keep)]
+    if trim is None:
+        trim = not fully_adjacent and trims_exactly(model)
+    layers = model.stack.num_layers if trim else None
     make = lambda idx, shuffle, size: SameTopologyLoader(  # noqa: E731
         dataset, idx, size, shuffle=shuffle, fully_adjacent=fully_adjacent, generator=gen,
-        device=device)
+        device=device, trim_layers=layers)
     train_loader = make(train_idx, True, budget.batch_size)
     train_eval, test_loader = make(train_idx, False, 1024), make(test_idx, False, 1024)
     model.to(device)
@@ -255,15 +372,15 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
     start = time.perf_counter()
     while step < max_steps:
         model.train()
-        for x, ei, last, readout, y in train_loader:
+        for batch in train_loader:
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(forward(x, ei, index=readout, last_edge_index=last), y)
+            loss = F.cross_entropy(batch.logits(forward), batch.y)
             loss.backward()
             opt.step()
             if step_lr is not None:
                 step_lr.step()
             step += 1
-            seen += y.numel()
+            seen += batch.y.numel()
             if step % eval_every == 0 or step == max_steps:
                 break
         if step % eval_every and step < max_steps:
@@ -306,8 +423,9 @@ def profile_steps(models, depths, batch_sizes, *, steps: int = 10, seed: int = 0
                   device: torch.device = torch.device("cpu"),
                   compile: Union[bool, str] = False) -> List[Dict]:
     r"""Times one training step (forward, backward, Adam) of the tree model: the median
-    over ``steps`` steps after two warm-up steps, for every model, depth and batch size.
-    Returns rows with ``ms_per_step`` and ``graphs_per_s``."""
+    over ``steps`` steps after two warm-up steps, for every model, depth and batch size,
+    untrimmed and, where that is exact (:func:`trims_exactly`), trimmed to what the
+    read-out needs. Returns rows with ``ms_per_step`` and ``graphs_per_s``."""
     rows = []
     for depth in depths:
         dataset = TreeNeighborsMatch(depth, seed=seed)
@@ -315,36 +433,45 @@ def profile_steps(models, depths, batch_sizes, *, steps: int = 10, seed: int = 0
             for size in batch_sizes:
                 torch.manual_seed(seed)
                 model = build_tree_model(conv, dataset).to(device)
-                forward = model
-                if compile:
-                    forward = torch.compile(model, **({} if compile is True
-                                                       else {"backend": compile}))
-                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-                index = torch.arange(min(len(dataset), size * (steps + 2)))
-                loader = SameTopologyLoader(dataset, index, size, device=device)
-                batches = [b for b in loader if b[-1].numel() == size] or list(loader)
-                times = []
-                for i in range(steps + 2):
-                    x, ei, last, readout, y = batches[i % len(batches)]
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    t = time.perf_counter()
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(forward(x, ei, index=readout), y).backward()
-                    opt.step()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times.append(time.perf_counter() - t)
-                ms = 1e3 * sorted(times[2:])[len(times[2:]) // 2]
-                rows.append(dict(model=conv, depth=depth, batch_size=y.numel(),
-                                 nodes=x.size(0), ms_per_step=ms,
-                                 graphs_per_s=y.numel() / ms * 1e3))
+                for trim in (False, True) if trims_exactly(model) else (False,):
+                    rows.append(_profile_one(conv, model, dataset, size, steps, device,
+                                             compile, trim))
     return rows
+
+
+def _profile_one(name: str, model: GraphModel, dataset, size: int, steps: int, device: torch.device,
+                 compile: Union[bool, str], trim: bool) -> Dict:
+    forward = model
+    if compile:
+        forward = torch.compile(model, **({} if compile is True else {"backend": compile}))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    index = torch.arange(min(len(dataset), size * (steps + 2)))
+    loader = SameTopologyLoader(dataset, index, size, device=device,
+                                trim_layers=model.stack.num_layers if trim else None)
+    batches = [b for b in loader if b.y.numel() == size] or list(loader)
+    times = []
+    for i in range(steps + 2):
+        batch = batches[i % len(batches)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(batch.logits(forward), batch.y).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t)
+    ms = 1e3 * sorted(times[2:])[len(times[2:]) // 2]
+    return dict(model=name, depth=dataset.depth, batch_size=batch.y.numel(), trimmed=trim,
+                nodes=batch.x.size(0), ms_per_step=ms,
+                graphs_per_s=batch.y.numel() / ms * 1e3)
 
 
 def profile_table(rows: List[Dict]) -> str:
     r"""The rows of :func:`profile_steps` as a markdown table."""
-    lines = ["| model | depth | batch | nodes | ms/step | graphs/s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['depth']} | {r['batch_size']} | {r['nodes']} | "
+    lines = ["| model | depth | batch | trimmed | nodes | ms/step | graphs/s |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['depth']} | {r['batch_size']} | "
+              f"{'yes' if r.get('trimmed') else 'no'} | {r['nodes']} | "
               f"{r['ms_per_step']:.1f} | {r['graphs_per_s']:.0f} |" for r in rows]
     return "\n".join(lines)

@@ -244,14 +244,15 @@ def tree_diagnostics(model, dataset: TreeNeighborsMatch, device: torch.device) -
     to every node against hop distance (over-squashing), on a few trained trees."""
     model.eval().to(device)
     loader = SameTopologyLoader(dataset, torch.arange(min(8, len(dataset))), 8, device=device)
-    x, ei, _, readout, _ = next(iter(loader))
+    batch = next(iter(loader))
     with torch.no_grad():
-        _, states = model(x, ei, index=readout, return_states=True)
-    energy = dirichlet_energy_per_layer(states, ei, sqrt=True)
+        _, states = model(batch.x, batch.edge_index, index=batch.readout, return_states=True)
+    energy = dirichlet_energy_per_layer(states, batch.edge_index, sqrt=True)
     one = SameTopologyLoader(dataset, torch.arange(1), 1, device=device)
-    x1, ei1, _, root, _ = next(iter(one))
-    h = model.encoder(x1).detach()
-    prof = sensitivity_vs_distance(lambda z: model.stack(z, ei1), h, ei1, int(root[0]))
+    tree = next(iter(one))
+    h = model.encoder(tree.x).detach()
+    prof = sensitivity_vs_distance(lambda z: model.stack(z, tree.edge_index), h,
+                                   tree.edge_index, int(tree.readout[0]))
     return dict(dirichlet=[float(e) for e in energy],
                 sensitivity_distance=prof.distance.tolist(),
                 sensitivity=[float(s) for s in prof.mean])

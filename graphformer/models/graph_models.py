@@ -7,7 +7,7 @@ message-passing oracle and a global attention oracle (plus the MLP).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -126,7 +126,9 @@ class GraphModel(nn.Module):
 
     def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,
                 index: Optional[Tensor] = None, last_edge_index=None,
-                return_states: bool = False):
+                return_states: bool = False,
+                num_sampled_nodes_per_hop: Optional[List[int]] = None,
+                num_sampled_edges_per_hop: Optional[List[int]] = None):
         r"""Runs the model.
 
         Args:
@@ -137,8 +139,15 @@ class GraphModel(nn.Module):
                 ``readout="node"``; all nodes when ``None``.
             last_edge_index (optional): the last layer's graph (e.g. fully adjacent).
             return_states (bool): also return the stack's states ``[x_0, ..., x_L]``.
+            num_sampled_nodes_per_hop, num_sampled_edges_per_hop (list of int, optional):
+                compute only what the seed nodes (the first ``num_sampled_nodes_per_hop[0]``
+                rows) need, layer by layer, as in PyG's ``BasicGNN``; see
+                :class:`~graphformer.nn.Stack`. ``index`` then counts within the seeds.
         """
         _check_features(x, self.encoder)
+        if num_sampled_nodes_per_hop is not None and self.readout != "node":
+            raise ValueError(f"trimming keeps the seed nodes only, which a {self.readout!r} "
+                             f"read-out over every node cannot use; use readout='node'")
         if index is not None and self.readout == "node":
             N = x.size(0)
             if index.dtype == torch.bool:
@@ -152,7 +161,19 @@ class GraphModel(nn.Module):
                 bad = int(index.max()) if int(index.max()) >= N else int(index.min())
                 raise ValueError(f"index has node {bad} but there are {N} nodes")
         h = self.encoder(x)
-        h, states = self.stack(h, edge_index, return_states=True, last_edge_index=last_edge_index)
+        h, states = self.stack(h, edge_index, return_states=True, last_edge_index=last_edge_index,
+                               num_sampled_nodes_per_hop=num_sampled_nodes_per_hop,
+                               num_sampled_edges_per_hop=num_sampled_edges_per_hop)
+        if index is not None and h.size(0) < x.size(0):  # trimmed to the seeds
+            if index.dtype == torch.bool:
+                beyond = index[h.size(0):].nonzero()
+                index = index[:h.size(0)]
+            else:
+                index = torch.where(index < 0, index + x.size(0), index)
+                beyond = index[index >= h.size(0)]
+            if beyond.numel():
+                raise ValueError(f"index has a node beyond the {h.size(0)} seed nodes that "
+                                 f"trimming keeps (put the read-out nodes first)")
         if self.readout == "node":
             if index is not None:
                 h = h[index]

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torch_geometric.utils import trim_to_layer
+from torch_geometric.utils._trim_to_layer import trim_feat
+
 from graphformer.graph import CausalGraph
 from graphformer.nn.adapt import call_conv
 
@@ -329,7 +332,9 @@ class Stack(nn.Module):
         return len(self.layers)
 
     def forward(self, x: Tensor, edge_index: Graphs, v0: Optional[Tensor] = None,
-                return_states: bool = False, last_edge_index: Optional[Graphs] = None):
+                return_states: bool = False, last_edge_index: Optional[Graphs] = None,
+                num_sampled_nodes_per_hop: Optional[List[int]] = None,
+                num_sampled_edges_per_hop: Optional[List[int]] = None):
         r"""Runs the stack.
 
         Args:
@@ -337,22 +342,70 @@ class Stack(nn.Module):
             edge_index: the graph (a tensor, a :class:`CausalGraph`, or a dict of them for
                 oracles that name their graph).
             v0 (torch.Tensor, optional): initial velocity (momentum methods; default 0).
-            return_states (bool): also return ``[x_0, x_1, ..., x_L]``.
+            return_states (bool): also return ``[x_0, x_1, ..., x_L]`` (with trimming,
+                each state has the rows its layer kept).
             last_edge_index (optional): a different graph for the last layer (e.g. the
                 fully-adjacent last layer).
+            num_sampled_nodes_per_hop (list of int, optional): trims the computation to
+                what the seed nodes need, as PyG's :class:`~torch_geometric.nn.models.
+                basic_gnn.BasicGNN` does (:func:`~torch_geometric.utils.trim_to_layer`):
+                nodes sorted by hop from the seeds, ``L + 1`` counts (seeds first), edges
+                sorted by the farther hop of their two ends, ``L`` counts in
+                ``num_sampled_edges_per_hop``. Before layer ``i`` the ``i`` outermost
+                hops are dropped, and the output has the seed rows only. Exact for layers
+                whose output at a node depends only on its in-neighbours (GAT, GGNN,
+                attention), not for GCN (its normalisation reads the degree of the
+                dropped frontier) nor for batch norm (its statistics see every row).
         """
+        trim = self._check_trim(x, edge_index, last_edge_index, num_sampled_nodes_per_hop,
+                                num_sampled_edges_per_hop)
         v = v0
         states = [x]
         for index, (oracles, method) in enumerate(zip(self.layers, self.dynamics)):
             graph = edge_index
             if last_edge_index is not None and index == self.num_layers - 1:
                 graph = last_edge_index
+            if trim:
+                x, graph, _ = trim_to_layer(index, num_sampled_nodes_per_hop,
+                                            num_sampled_edges_per_hop, x, graph)
+                edge_index = graph
+                if v is not None:
+                    v = trim_feat(v, index, num_sampled_nodes_per_hop)
             for k, substep in enumerate(self.plan):
                 x, v = method.step(k, x, v, self._direction(oracles, substep, graph))
             if self.post_norms is not None:
                 x = self.post_norms[index](x)
             states.append(x)
+        if trim:  # the last layer's outputs are needed at the seeds only
+            x = x[:num_sampled_nodes_per_hop[0]]
+            states[-1] = x
         return (x, states) if return_states else x
+
+    def _check_trim(self, x, edge_index, last_edge_index, nodes, edges) -> bool:
+        if nodes is None and edges is None:
+            return False
+        if nodes is None or edges is None:
+            raise ValueError("num_sampled_nodes_per_hop and num_sampled_edges_per_hop go "
+                             "together; got only one of them")
+        if not isinstance(edge_index, Tensor) or isinstance(edge_index, CausalGraph):
+            raise TypeError(f"trimming needs an edge_index tensor, got "
+                            f"{type(edge_index).__name__}")
+        if last_edge_index is not None:
+            raise ValueError("trimming and last_edge_index do not go together: a last "
+                             "layer on another graph can need any node")
+        L = self.num_layers
+        if len(nodes) != L + 1 or len(edges) != L:
+            raise ValueError(f"trimming a stack of {L} layers needs {L + 1} node counts and "
+                             f"{L} edge counts, got {len(nodes)} and {len(edges)}")
+        if sum(nodes) != x.size(0):
+            raise ValueError(f"num_sampled_nodes_per_hop sums to {sum(nodes)} but x has "
+                             f"{x.size(0)} rows")
+        if sum(edges) != edge_index.size(1):
+            raise ValueError(f"num_sampled_edges_per_hop sums to {sum(edges)} but "
+                             f"edge_index has {edge_index.size(1)} edges")
+        if min(nodes) < 0 or min(edges) < 0:
+            raise ValueError("hop counts must be >= 0")
+        return True
 
     @staticmethod
     def _direction(oracles: nn.ModuleList, substep: SubStep, graph: Graphs):
