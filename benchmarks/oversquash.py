@@ -3,7 +3,7 @@
 
 Trains GCN, GIN, GAT and GGNN (PyG's layers) on Tree-NeighborsMatch (Alon & Yahav 2021)
 at depths 2 and 3 with the fast budget (the paper's model, data and metric; batches of
-256, warm-up to lr 1e-2, cosine decay over 400 epochs, stop at train accuracy 1.0), beside the published numbers, with the fully-adjacent last layer where
+256, warm-up to lr 3e-3, cosine decay over 400 epochs, stop at train accuracy 1.0), beside the published numbers, with the fully-adjacent last layer where
 each fails (the control: a failure is over-squashing only when the same budget solves
 the fully-adjacent variant); the Ring / CrossedRing / CliquePath transfer tasks (Di
 Giovanni et al. 2023); and the causal sequence tasks (Barbero et al. 2024) with and
