@@ -115,7 +115,29 @@ def test_fast_budget_schedule_and_settings():
             Budget(**bad).validate()
 
 
-def test_compiled_training_equals_eager():
+def test_fast_budget_schedule_is_what_training_uses(monkeypatch):
+    # the learning rate of every optimizer step of a real training run follows the
+    # warm-up and cosine, and the run stops at its last step
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    ds = TreeNeighborsMatch(2)
+    budget = Budget(max_steps=10, eval_every=5, batch_size=16, max_graphs=None,
+                    schedule="cosine", lr=4e-3, warmup=0.2, patience=None)
+    torch.manual_seed(0)
+    result = train_graph_task(build_tree_model("gat", ds), ds, budget)
+    assert result["steps"] == 10
+    assert seen == pytest.approx([4e-3 * warmup_cosine(s, 10, 0.2) for s in range(10)])
+    assert seen[1] == pytest.approx(4e-3) and seen[-1] < 4e-4
+
+
+@pytest.mark.parametrize("conv", ["gcn", "gat"])  # gat: trimmed batches
+def test_compiled_training_equals_eager(conv):
     # dynamo's capture and AOT autograd (backend "aot_eager"), the same as inductor up to
     # its kernels, which take a minute to build on a CPU; the numbers must agree
     ds = TreeNeighborsMatch(2)
@@ -124,7 +146,7 @@ def test_compiled_training_equals_eager():
     results, params = [], []
     for compile in (False, "aot_eager"):
         torch.manual_seed(0)
-        model = build_tree_model("gcn", ds)
+        model = build_tree_model(conv, ds)
         results.append(train_graph_task(model, ds, budget, compile=compile))
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     eager, compiled = results

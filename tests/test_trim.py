@@ -120,6 +120,10 @@ def test_trimming_input_errors():
     torch.testing.assert_close(out, model(x, ei, index=torch.tensor([0]),
                                           num_sampled_nodes_per_hop=nodes,
                                           num_sampled_edges_per_hop=edges))
+    from graphformer.graph import CausalGraph
+    with pytest.raises(TypeError, match="needs an edge_index tensor, got CausalGraph"):
+        model.stack(torch.randn(4, 32), CausalGraph.from_lengths([4]),
+                    num_sampled_nodes_per_hop=[1, 1, 1, 1], num_sampled_edges_per_hop=[4, 3, 3])
     pooled = GraphModel.build("gat", 2, 8, 3, num_layers=3, readout="mean")
     with pytest.raises(ValueError, match="readout='node'"):
         pooled(x.float(), ei, num_sampled_nodes_per_hop=nodes, num_sampled_edges_per_hop=edges)

@@ -347,8 +347,8 @@ class Stack(nn.Module):
             last_edge_index (optional): a different graph for the last layer (e.g. the
                 fully-adjacent last layer).
             num_sampled_nodes_per_hop (list of int, optional): trims the computation to
-                what the seed nodes need, as PyG's :class:`~torch_geometric.nn.models.
-                basic_gnn.BasicGNN` does (:func:`~torch_geometric.utils.trim_to_layer`):
+                what the seed nodes need, as PyG's ``BasicGNN`` models do
+                (:func:`~torch_geometric.utils.trim_to_layer`):
                 nodes sorted by hop from the seeds, ``L + 1`` counts (seeds first), edges
                 sorted by the farther hop of their two ends, ``L`` counts in
                 ``num_sampled_edges_per_hop``. Before layer ``i`` the ``i`` outermost
@@ -387,7 +387,7 @@ class Stack(nn.Module):
         if nodes is None or edges is None:
             raise ValueError("num_sampled_nodes_per_hop and num_sampled_edges_per_hop go "
                              "together; got only one of them")
-        if not isinstance(edge_index, Tensor) or isinstance(edge_index, CausalGraph):
+        if not isinstance(edge_index, Tensor):
             raise TypeError(f"trimming needs an edge_index tensor, got "
                             f"{type(edge_index).__name__}")
         if last_edge_index is not None:
