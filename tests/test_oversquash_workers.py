@@ -168,3 +168,33 @@ def test_time_to_solve_refuses_flags_it_would_ignore(cli, tmp_path, capsys):
                   "--out", str(tmp_path / "x")])
     assert e.value.code == 2
     assert "it does not take --compile, --batch-size" in capsys.readouterr().err
+
+
+def test_time_to_solve_run_writes_its_table(cli, tmp_path, capsys):
+    out = tmp_path / "tts"
+    cli.main(["--time-to-solve", "fast,full", "--depths", "2", "--models", "gin",
+              "--max-epochs", "3", "--workers", "1", "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert set(rows) == {"tree/gin/2/plain/0@fast", "tree/gin/2/plain/0@full"}
+    for row in rows.values():
+        assert row["cpu_seconds"] > 0 and row["epochs"] > 0
+    table = (out / "time_to_solve.md").read_text()
+    assert "| gin | 2 | 0 |" in table and "CPU time" in table
+    capsys.readouterr()
+
+
+def test_time_to_solve_table_ratio_uses_cpu_time():
+    from graphformer.experiments.oversquash import time_to_solve_table
+    base = dict(model="gat", size=3, seed=0)
+    rows = [dict(base, budget_name="full", train_acc=1.0, seconds=900.0, cpu_seconds=600.0,
+                 epochs=1200),
+            dict(base, budget_name="fast", train_acc=1.0, seconds=200.0, cpu_seconds=100.0,
+                 epochs=100),
+            dict(base, model="ggnn", budget_name="full", train_acc=0.65, seconds=900.0,
+                 cpu_seconds=880.0, epochs=1000),
+            dict(base, model="ggnn", budget_name="fast", train_acc=0.44, seconds=400.0,
+                 cpu_seconds=390.0, epochs=400)]
+    table = time_to_solve_table(rows)
+    assert "| gat | 3 | 0 | 600 s | 1200 | 100 s | 100 | 6.0x | 12.0x |" in table
+    assert "| ggnn | 3 | 0 | not solved: 0.650 after 880 s | 1000 | not solved: 0.440 after " \
+           "390 s | 400 | – | – |" in table
