@@ -20,11 +20,15 @@ def _logits_and_grads(model, batch):
 @pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("conv,method", [("gat", "gd"), ("ggnn", "gd"), ("attention", "gd"),
                                          ("deepsets", "gd"), ("gat", "nesterov"),
-                                         ("ggnn", "heavyball")])
+                                         ("ggnn", "heavyball"), ("gin-mlp", "gd")])
 def test_trimmed_batch_gives_the_same_outputs_and_gradients(conv, method, depth):
     ds = TreeNeighborsMatch(depth)
     torch.manual_seed(0)
-    model = build_tree_model(conv, ds, method=method)
+    if conv == "gin-mlp":  # GIN with a plain MLP (no batch norm) trims exactly
+        model = GraphModel.build("gin", [ds.num_keys, ds.num_keys], 32, ds.num_classes,
+                                 num_layers=depth + 1, block="post_norm")
+    else:
+        model = build_tree_model(conv, ds, method=method)
     assert trims_exactly(model)
     index = torch.arange(0, len(ds), 3)[:24]
     full = next(iter(SameTopologyLoader(ds, index, 24)))
