@@ -22,9 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from torch_geometric.utils import trim_to_layer
-from torch_geometric.utils._trim_to_layer import trim_feat
 
 from graphformer.graph import CausalGraph
 from graphformer.nn.adapt import call_conv
@@ -369,8 +367,8 @@ class Stack(nn.Module):
                 x, graph, _ = trim_to_layer(index, num_sampled_nodes_per_hop,
                                             num_sampled_edges_per_hop, x, graph)
                 edge_index = graph
-                if v is not None:
-                    v = trim_feat(v, index, num_sampled_nodes_per_hop)
+                if v is not None:  # the velocity keeps the rows the state keeps
+                    v = v[:x.size(0)]
             for k, substep in enumerate(self.plan):
                 x, v = method.step(k, x, v, self._direction(oracles, substep, graph))
             if self.post_norms is not None:
