@@ -131,3 +131,41 @@ def test_tree_model_uses_the_papers_layers():
     gat = build_tree_model("gat", ds).stack.layers[0][0].conv
     assert (gat.heads, gat.out_channels) == (4, 8)
     assert len(build_tree_model("gcn", ds).stack.layers) == 3  # r + 1 layers
+
+
+def _layer_by_layer(model, x, edge_index, block):
+    h = model.encoder(x)
+    for layer, norm in zip(model.stack.layers, model.stack.post_norms or [None] * 3):
+        out = layer[0].conv(h, edge_index)
+        if block == "post_norm":
+            h = norm(h + torch.relu(out))
+        elif block == "post_norm_linear":
+            h = norm(h + out)
+        else:
+            h = out
+    return model.head(h[:1])
+
+
+@pytest.mark.parametrize("conv,block", [("gcn", "post_norm"), ("gin", "post_norm"),
+                                        ("gat", "post_norm_linear"), ("ggnn", "plain")])
+def test_tree_model_uses_the_papers_blocks(conv, block):
+    # Alon & Yahav's run scripts: GAT without the activation, GGNN with no layer norm,
+    # activation or residual; the model must compute exactly that, layer by layer
+    ds = TreeNeighborsMatch(2)
+    torch.manual_seed(0)
+    model = build_tree_model(conv, ds).eval()
+    data = ds[5]
+    expected = _layer_by_layer(model, data.x, data.edge_index, block)
+    got = model(data.x, data.edge_index, index=torch.tensor([0]))
+    torch.testing.assert_close(got, expected)
+    assert (model.stack.post_norms is None) == (block == "plain")
+
+
+def test_plain_block_refuses_an_update_method():
+    from graphformer.models import GraphModel
+    with pytest.raises(ValueError, match="block='plain' has no residual stream"):
+        GraphModel.build("ggnn", 4, 8, 2, num_layers=2, block="plain", method="nesterov")
+    with pytest.raises(ValueError, match="unknown block 'post'.*post_norm_linear, plain"):
+        GraphModel.build("gcn", 4, 8, 2, num_layers=2, block="post")
+    with pytest.raises(ValueError, match="method must be 'gd'"):
+        build_tree_model("ggnn", TreeNeighborsMatch(2), method="heavyball")

@@ -21,6 +21,7 @@ from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingT
                                   TreeNeighborsMatch)
 from graphformer.diagnostics import hop_distance
 from graphformer.models import GraphModel
+from graphformer.models.graph_models import BLOCKS  # noqa: F401 (named in the docs)
 from graphformer.nn.conv import AttentionConv, DeepSetsConv
 from graphformer.transforms import fully_adjacent_edges
 
@@ -33,6 +34,12 @@ PUBLISHED_TREE: Dict[str, Dict[int, float]] = {
 }
 
 GRAPH_MODELS = ("gcn", "gin", "gat", "ggnn", "attention", "deepsets")
+#: The layer block of each published tree model, as in Alon & Yahav's run scripts
+#: (``run-gat-2-8.py`` passes ``no_activation``; ``run-ggnn-2-8.py`` passes
+#: ``no_layer_norm``, ``no_activation`` and ``no_residual``); see :data:`BLOCKS`.
+#: The other layers take the default block, ``"post_norm"``.
+TREE_BLOCKS: Dict[str, str] = {"gcn": "post_norm", "gin": "post_norm",
+                               "gat": "post_norm_linear", "ggnn": "plain"}
 SCHEDULES = ("plateau", "cosine")
 # The fast budget (:meth:`Budget.fast`), one setting for every model and depth.
 FAST_LR = 3e-3
@@ -275,15 +282,17 @@ def trims_exactly(model: GraphModel) -> bool:
 
 def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
                      method: str = "gd") -> GraphModel:
-    r"""Alon & Yahav's model: key and value embeddings summed, ``r + 1`` layers of
-    ``x <- LayerNorm(x + ReLU(conv(x)))``, a linear read-out at the root; their layers
-    (GAT with 4 heads, GIN's MLP with batch norm)."""
+    r"""Alon & Yahav's model: key and value embeddings summed, ``r + 1`` layers, a linear
+    read-out at the root; their layers (GAT with 4 heads, GIN's MLP with batch norm) in
+    their blocks (:data:`TREE_BLOCKS`): ``x <- LayerNorm(x + ReLU(conv(x)))`` for GCN and
+    GIN, ``x <- LayerNorm(x + conv(x))`` for GAT, ``x <- conv(x)`` for GGNN, whose GRU
+    gates its own update (so GGNN takes no ``method`` but ``"gd"``)."""
     kwargs = {"heads": 4} if conv in ("gat", "attention") else {}
     if conv == "gin":
         kwargs = {"batch_norm": True}
     return GraphModel.build(conv, [dataset.num_keys, dataset.num_keys], hidden,
                             dataset.num_classes, num_layers=dataset.depth + 1, method=method,
-                            block="post_norm", **kwargs)
+                            block=TREE_BLOCKS.get(conv, "post_norm"), **kwargs)
 
 
 def build_transfer_model(conv: str, dataset, hidden: int = 64, method: str = "gd") -> GraphModel:

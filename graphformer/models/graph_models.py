@@ -15,9 +15,16 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 from graphformer.graph import CausalGraph
 from graphformer.nn.conv import AttentionConv, FeedForward, build_conv
-from graphformer.nn.dynamics import Oracle, Stack
+from graphformer.nn.dynamics import Oracle, Replace, Stack
 
 READOUTS = ("node", "mean", "sum", "max")
+#: How :meth:`GraphModel.build` wraps each conv into a layer.
+BLOCKS = {
+    "post_norm": "x <- LN(x + ReLU(conv(x)))",
+    "post_norm_linear": "x <- LN(x + conv(x))",
+    "plain": "x <- conv(x)",
+    "pre_norm": "x <- x + conv(LN(x))",
+}
 POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 
@@ -101,11 +108,20 @@ class GraphModel(nn.Module):
             in_channels (int or list of int): input width (a linear encoder), or the
                 vocabulary size of each integer feature column (a
                 :class:`FeatureEmbedding`).
-            block (str): ``"post_norm"``: ``x <- LN(x + ReLU(conv(x)))`` as in Alon & Yahav
-                (2021); ``"pre_norm"``: ``x <- x + conv(LN(x))`` as in a Transformer.
+            block (str): how each conv becomes a layer (:data:`BLOCKS`):
+                ``"post_norm"``: ``x <- LN(x + ReLU(conv(x)))`` (Alon & Yahav's GCN and
+                GIN); ``"post_norm_linear"``: ``x <- LN(x + conv(x))`` (their GAT);
+                ``"plain"``: ``x <- conv(x)``, no residual stream, so no ``method`` (their
+                GGNN); ``"pre_norm"``: ``x <- x + conv(LN(x))`` as in a Transformer.
         """
-        if block not in ("post_norm", "pre_norm"):
-            raise ValueError(f"unknown block {block!r}; valid: post_norm, pre_norm")
+        if block not in BLOCKS:
+            raise ValueError(f"unknown block {block!r}; valid: {', '.join(BLOCKS)}")
+        if block == "plain":
+            if method != "gd":
+                raise ValueError(f"block='plain' has no residual stream for an update method "
+                                 f"to move, so method must be 'gd' (the default), got "
+                                 f"{method!r}")
+            method = Replace
         _check_sizes(hidden_channels=hidden_channels, out_channels=out_channels,
                      num_layers=num_layers)
         if isinstance(in_channels, int):
@@ -116,12 +132,13 @@ class GraphModel(nn.Module):
         layers = []
         for _ in range(num_layers):
             layer = build_conv(conv, hidden_channels, **conv_kwargs)
-            if block == "post_norm":
-                layers.append([Oracle(layer, activation=torch.relu)])
-            else:
+            if block == "pre_norm":
                 layers.append([Oracle(layer, norm=nn.LayerNorm(hidden_channels))])
+            else:
+                relu = torch.relu if block == "post_norm" else None
+                layers.append([Oracle(layer, activation=relu)])
         stack = Stack(layers, method=method, scheme=scheme, channels=hidden_channels,
-                      method_kwargs=method_kwargs, post_norm=block == "post_norm")
+                      method_kwargs=method_kwargs, post_norm=block.startswith("post_norm"))
         return cls(encoder, stack, nn.Linear(hidden_channels, out_channels), readout)
 
     def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,

@@ -3,8 +3,8 @@ from graphformer.nn.adapt import accepts_causal_graph, call_conv
 from graphformer.nn.conv import (CONVS, AttentionConv, DeepSetsConv, DiffAttentionConv,
                                  FeedForward, build_conv)
 from graphformer.nn.dynamics import (Euler, GradientDescent, HeavyBall, LieTrotter,
-                                     Nesterov, Oracle, Stack, Strang)
+                                     Nesterov, Oracle, Replace, Stack, Strang)
 
 __all__ = ["AttentionConv", "DiffAttentionConv", "DeepSetsConv", "FeedForward", "CONVS",
            "build_conv", "call_conv", "accepts_causal_graph", "Stack", "Oracle",
-           "LieTrotter", "Strang", "Euler", "GradientDescent", "HeavyBall", "Nesterov"]
+           "LieTrotter", "Strang", "Euler", "GradientDescent", "HeavyBall", "Replace", "Nesterov"]

@@ -28,7 +28,7 @@ from graphformer.graph import CausalGraph
 from graphformer.nn.adapt import call_conv
 
 __all__ = ["Scheme", "LieTrotter", "Strang", "Euler", "SCHEMES", "resolve_scheme",
-           "UpdateMethod", "GradientDescent", "HeavyBall", "Nesterov", "METHODS",
+           "UpdateMethod", "GradientDescent", "HeavyBall", "Nesterov", "Replace", "METHODS",
            "resolve_method", "Oracle", "Stack"]
 
 GraphLike = Union[Tensor, CausalGraph]
@@ -127,6 +127,21 @@ class GradientDescent(UpdateMethod):
 
     def step(self, k, x, v, direction):
         return x + direction(x), v
+
+
+class Replace(UpdateMethod):
+    r"""No residual stream: the direction is the new state,
+
+    .. math:: x \leftarrow d(x).
+
+    A plain, non-residual stack, e.g. Alon & Yahav's GGNN, whose GRU gates its own
+    update. It is no optimizer step, so it is not in :data:`METHODS`;
+    :meth:`~graphformer.models.GraphModel.build` uses it for ``block="plain"``.
+    """
+    name = "replace"
+
+    def step(self, k, x, v, direction):
+        return direction(x), v
 
 
 class Nesterov(UpdateMethod):
