@@ -21,7 +21,6 @@ from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingT
                                   TreeNeighborsMatch)
 from graphformer.diagnostics import hop_distance
 from graphformer.models import GraphModel
-from graphformer.models.graph_models import BLOCKS  # noqa: F401 (named in the docs)
 from graphformer.nn.conv import AttentionConv, DeepSetsConv
 from graphformer.transforms import fully_adjacent_edges
 
@@ -36,7 +35,8 @@ PUBLISHED_TREE: Dict[str, Dict[int, float]] = {
 GRAPH_MODELS = ("gcn", "gin", "gat", "ggnn", "attention", "deepsets")
 #: The layer block of each published tree model, as in Alon & Yahav's run scripts
 #: (``run-gat-2-8.py`` passes ``no_activation``; ``run-ggnn-2-8.py`` passes
-#: ``no_layer_norm``, ``no_activation`` and ``no_residual``); see :data:`BLOCKS`.
+#: ``no_layer_norm``, ``no_activation`` and ``no_residual``); see
+#: :data:`graphformer.models.graph_models.BLOCKS`.
 #: The other layers take the default block, ``"post_norm"``.
 TREE_BLOCKS: Dict[str, str] = {"gcn": "post_norm", "gin": "post_norm",
                                "gat": "post_norm_linear", "ggnn": "plain"}
