@@ -107,7 +107,9 @@ def main(argv=None):
     p.add_argument("--max-epochs", type=int,
                    help="override the trees' epoch budget (the fast budget's cosine "
                         "schedule stretches to it; with --full, the 50,000-epoch cap)")
-    p.add_argument("--batch-size", type=int, help="override the trees' graph batch size")
+    p.add_argument("--batch-size", type=int,
+                   help="override the trees' graph batch size (with --full it replaces the "
+                        "paper's batch size per depth)")
     p.add_argument("--patience", type=int,
                    help="evaluations without a gain in train accuracy before a run stops")
     p.add_argument("--max-graphs", type=int,
@@ -172,6 +174,7 @@ def main(argv=None):
         settings.budget.max_epochs = args.max_epochs
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
+        settings.budget.paper_batches = False  # one batch size at every depth
     if args.patience is not None:
         settings.budget.patience = args.patience
     if args.max_graphs is not None:

@@ -103,8 +103,16 @@ def test_tree_training_learns_depth_2():
 
 def test_full_budget_counts_in_epochs_as_the_paper():
     full = Budget.full()
-    # depth 3: 6,400 training graphs, 7 batches of 1,024 an epoch
+    # main.py's batches of 1,024 (the transfer tasks): 6,400 graphs are 7 batches an epoch
     assert full.steps(6400) == (100 * 7, 50_000 * 7)
+    # the run scripts' batch per depth: 64 at depth 3 (100 batches an epoch), 1,024 at 4
+    assert full.at_depth(3).steps(6400) == (100 * 100, 50_000 * 100)
+    assert full.at_depth(4).steps(12800) == (100 * 13, 50_000 * 13)
+    assert (full.at_depth(2).batch_size, full.at_depth(2).eval_every_epochs) == (64, 1000)
+    assert full.at_depth(8).batch_size == 2048
+    assert Budget.fast().at_depth(3) == Budget.fast()  # one batch size at every depth
+    with pytest.raises(ValueError, match="tree depths 2 to 8, got depth 9"):
+        full.at_depth(9)
     assert Budget(max_steps=30, eval_every=5).steps(6400) == (5, 30)
     ds = TreeNeighborsMatch(2)  # 96 graphs: 76 to train, 3 batches of 32 an epoch
     model = build_tree_model("gcn", ds)

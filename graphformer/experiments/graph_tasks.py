@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -48,6 +48,11 @@ FAST_BATCH = 256
 FAST_EPOCHS = 400
 FAST_MIN_STEPS = 2000
 FAST_EVAL = 5
+#: Alon & Yahav's batch size at each tree depth (their ``run-*-2-8.py`` scripts; at depth
+#: 8 they accumulate two batches of 1,024, which is one batch of 2,048 here), and their
+#: evaluation interval in epochs where it differs from ``main.py``'s 100 (depth 2).
+PAPER_BATCH = {2: 64, 3: 64, 4: 1024, 5: 1024, 6: 1024, 7: 2048, 8: 2048}
+PAPER_EVAL_EVERY = {2: 1000}
 TRANSFER_TASKS = {"ring": RingTransfer, "crossed_ring": CrossedRingTransfer,
                   "clique_path": CliquePathTransfer}
 
@@ -87,15 +92,30 @@ class Budget:
     warmup: float = 0.0
     max_seconds: Optional[float] = None  # wall-clock cap, checked at every evaluation
     min_steps: Optional[int] = None  # at least this many steps when counting in epochs
+    paper_batches: bool = False  # tree runs take PAPER_BATCH and PAPER_EVAL_EVERY by depth
 
     @classmethod
     def full(cls) -> "Budget":
-        r"""Alon & Yahav's budget (their ``main.py`` defaults): the whole data set, batches
-        of 1024, Adam 1e-3, an evaluation every 100 epochs, reduce-on-plateau (factor 0.5,
+        r"""Alon & Yahav's budget (their ``main.py`` defaults and run scripts): the whole
+        data set, Adam 1e-3, an evaluation every 100 epochs, reduce-on-plateau (factor 0.5,
         patience 10 evaluations), stop at train accuracy 1.0, after 20 evaluations
-        without a gain or after 50,000 epochs."""
+        without a gain or after 50,000 epochs. On the trees the batch size follows the
+        depth as in their run scripts (:meth:`at_depth`: 64 at depths 2 and 3, 1,024 at 4
+        to 6, 2,048 at 7 and 8; an evaluation every 1,000 epochs at depth 2); elsewhere
+        it is ``main.py``'s 1,024."""
         return cls(eval_every_epochs=100, max_epochs=50_000, patience=20, lr_patience=10,
-                   batch_size=1024, max_graphs=None, eval_every=1000)
+                   batch_size=1024, max_graphs=None, eval_every=1000, paper_batches=True)
+
+    def at_depth(self, depth: int) -> "Budget":
+        r"""The budget of a Tree-NeighborsMatch run at ``depth``: with ``paper_batches``,
+        Alon & Yahav's batch size and evaluation interval for that depth; else itself."""
+        if not self.paper_batches:
+            return self
+        if depth not in PAPER_BATCH:
+            raise ValueError(f"Alon & Yahav's batch sizes cover tree depths "
+                             f"{min(PAPER_BATCH)} to {max(PAPER_BATCH)}, got depth {depth}")
+        return replace(self, batch_size=PAPER_BATCH[depth],
+                       eval_every_epochs=PAPER_EVAL_EVERY.get(depth, self.eval_every_epochs))
 
     @classmethod
     def fast(cls) -> "Budget":

@@ -180,6 +180,7 @@ def cost(run: Dict, settings: Settings) -> float:
     a sweep starts its runs (the dearest first)."""
     b = settings.budget
     if run["task"] == "tree":
+        b = b.at_depth(run["size"])
         leaves = 2 ** run["size"]
         graphs = leaves * TreeNeighborsMatch.permutation_count(run["size"])
         if b.max_graphs is not None:
@@ -211,8 +212,8 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
     if run["task"] == "tree":
         dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
         model = build_tree_model(run["model"], dataset)
-        row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
-                                    fully_adjacent=run["variant"] == "fully_adjacent",
+        row.update(train_graph_task(model, dataset, settings.budget.at_depth(run["size"]),
+                                    seed=run["seed"], fully_adjacent=run["variant"] == "fully_adjacent",
                                     device=device, progress=progress, compile=settings.compile))
         row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
             if run["variant"] == "plain" else None
@@ -403,6 +404,7 @@ def time_to_solve_cell(payload, progress: Optional[Callable[[float], None]] = No
     torch.manual_seed(run["seed"])
     dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
     model = build_tree_model(run["model"], dataset)
+    budget = budget.at_depth(run["size"])
     row = dict(run, budget=asdict(budget))
     row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
                                 progress=progress))
