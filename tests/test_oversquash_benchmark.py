@@ -129,6 +129,12 @@ def test_fully_adjacent_runs_go_where_a_model_fails():
             for d, acc in zip((2, 3, 4), accs)]
     assert plan_fully_adjacent(settings, rows) == [
         dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
+    # the bar is 0.99 at depths 2 and 3 and 0.9 from depth 4 (issue #10's targets)
+    rows = [dict(task="tree", model=m, size=d, variant="plain", seed=0, train_acc=acc)
+            for m, accs in (("gcn", (1.0, 0.985, 0.5)), ("gat", (1.0, 0.99, 0.9)))
+            for d, acc in zip((2, 3, 4), accs)]
+    assert plan_fully_adjacent(settings, rows) == [
+        dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
 
 
 def test_tree_model_uses_the_papers_layers():
