@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -113,6 +114,10 @@ def test_full_budget_counts_in_epochs_as_the_paper():
     assert Budget.fast().at_depth(3) == Budget.fast()  # one batch size at every depth
     with pytest.raises(ValueError, match="tree depths 2 to 8, got depth 9"):
         full.at_depth(9)
+    # train_graph_task applies it: 76 training trees of depth 2 are 2 batches of 64
+    ds = TreeNeighborsMatch(2)
+    result = train_graph_task(build_tree_model("gcn", ds), ds, replace(full, max_epochs=3))
+    assert (result["steps"], result["epochs"]) == (6, 3.0)
     assert Budget(max_steps=30, eval_every=5).steps(6400) == (5, 30)
     ds = TreeNeighborsMatch(2)  # 96 graphs: 76 to train, 3 batches of 32 an epoch
     model = build_tree_model("gcn", ds)

@@ -340,7 +340,8 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
                      compile: Union[bool, str] = False,
                      trim: Optional[bool] = None) -> Dict[str, float]:
     r"""Trains ``model`` on the stratified split of ``dataset`` with Adam and the
-    budget's learning-rate schedule (see :class:`Budget`). ``compile`` trains through
+    budget's learning-rate schedule (see :class:`Budget`; on Tree-NeighborsMatch, its
+    :meth:`~Budget.at_depth`). ``compile`` trains through
     :func:`torch.compile` (``True``: inductor; a string: that backend); the evaluations
     stay eager. ``trim`` lays the batches out so that each layer computes only what the
     read-out needs (see :class:`SameTopologyLoader`); ``None`` (default) trims whenever
@@ -351,6 +352,8 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
     evaluation, the steps run, the wall time and the process's CPU time (the fairer clock
     on a shared machine when torch runs one thread). ``progress`` is called with the share of
     the step budget done after every evaluation."""
+    if isinstance(dataset, TreeNeighborsMatch):
+        budget = budget.at_depth(dataset.depth)  # the paper's batch size at this depth
     budget.validate()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -219,8 +219,8 @@ def run_one(run: Dict, settings: Settings, device: torch.device,
     if run["task"] == "tree":
         dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
         model = build_tree_model(run["model"], dataset)
-        row.update(train_graph_task(model, dataset, settings.budget.at_depth(run["size"]),
-                                    seed=run["seed"], fully_adjacent=run["variant"] == "fully_adjacent",
+        row.update(train_graph_task(model, dataset, settings.budget, seed=run["seed"],
+                                    fully_adjacent=run["variant"] == "fully_adjacent",
                                     device=device, progress=progress, compile=settings.compile))
         row["published"] = PUBLISHED_TREE.get(run["model"], {}).get(run["size"]) \
             if run["variant"] == "plain" else None
