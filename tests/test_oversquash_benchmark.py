@@ -102,6 +102,21 @@ def test_tree_training_learns_depth_2():
     assert result["train_acc"] >= 0.9
 
 
+def test_fast_budget_trains_with_decoupled_weight_decay(monkeypatch):
+    made = []
+    adamw = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW",
+                        lambda params, **kw: made.append(kw) or adamw(params, **kw))
+    ds = TreeNeighborsMatch(2)
+    budget = replace(Budget.fast(), max_epochs=1, min_steps=None)
+    train_graph_task(build_tree_model("gcn", ds), ds, budget)
+    assert made == [dict(lr=budget.lr, weight_decay=0.1)]
+    train_graph_task(build_tree_model("gcn", ds), ds, Budget(max_steps=2))  # plain Adam
+    assert len(made) == 1
+    with pytest.raises(ValueError, match="weight_decay must be at least 0, got -0.1"):
+        Budget(weight_decay=-0.1).validate()
+
+
 def test_full_budget_counts_in_epochs_as_the_paper():
     full = Budget.full()
     # main.py's batches of 1,024 (the transfer tasks): 6,400 graphs are 7 batches an epoch
