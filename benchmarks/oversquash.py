@@ -33,9 +33,10 @@ from tqdm import tqdm
 from graphformer.device import resolve_device
 from graphformer.experiments.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, profile_steps,
                                                  profile_table)
-from graphformer.experiments.oversquash import (TASKS, TEST_NOTE, Settings, cost, csv_text, plan,
-                                                plan_fully_adjacent, plot, run_cell, run_key,
-                                                table, time_to_solve_cell, time_to_solve_cells,
+from graphformer.experiments.oversquash import (TASKS, TEST_NOTE, Settings, cost, csv_text,
+                                                format_accuracy, plan, plan_fully_adjacent,
+                                                plot, run_cell, run_key, table,
+                                                time_to_solve_cell, time_to_solve_cells,
                                                 time_to_solve_table)
 from graphformer.experiments.pool import check_workers, default_workers, run_cells
 from graphformer.experiments.store import ResultStore, ResultsCorrupted, write_atomic
@@ -73,7 +74,7 @@ def time_to_solve(p, args, workers: int, device) -> None:
         def finished(key, row):
             store.add(key, row)
             bar.update(1)
-            bar.write(f"{key}: train accuracy {row['train_acc']:.3f} after {row['seconds']:.0f} s, "
+            bar.write(f"{key}: train accuracy {format_accuracy(row['train_acc'])} after {row['seconds']:.0f} s, "
                       f"{row['epochs']:g} epochs")
             return ()
         failures = run_cells(todo, partial(time_to_solve_cell, device=device), workers=workers,

@@ -203,3 +203,14 @@ def test_plain_block_refuses_an_update_method():
         GraphModel.build("gcn", 4, 8, 2, num_layers=2, block="post")
     with pytest.raises(ValueError, match="method must be 'gd'"):
         build_tree_model("ggnn", TreeNeighborsMatch(2), method="heavyball")
+
+
+def test_an_unsolved_accuracy_never_prints_as_one():
+    from graphformer.experiments.oversquash import format_accuracy, time_to_solve_table
+    assert [format_accuracy(a) for a in (1.0, 0.99984375, 0.99996, 0.9959375, 0.5)] == \
+        ["1.000", "0.9998", "0.9999", "0.996", "0.500"]
+    rows = [dict(model="gcn", size=3, seed=0, budget_name=b, train_acc=acc, epochs=e,
+                 seconds=s, cpu_seconds=s) for b, acc, e, s in
+            (("full", 1.0, 500.0, 291.0), ("fast", 0.99984375, 400.0, 135.0))]
+    assert "not solved: 0.9998 after 135 s" in time_to_solve_table(rows)
+
