@@ -348,8 +348,8 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
                      progress: Optional[Callable[[float], None]] = None,
                      compile: Union[bool, str] = False,
                      trim: Optional[bool] = None) -> Dict[str, float]:
-    r"""Trains ``model`` on the stratified split of ``dataset`` with Adam and the
-    budget's learning-rate schedule (see :class:`Budget`; on Tree-NeighborsMatch, its
+    r"""Trains ``model`` on the stratified split of ``dataset`` with Adam (AdamW when the
+    budget has weight decay) and the budget's learning-rate schedule (see :class:`Budget`; on Tree-NeighborsMatch, its
     :meth:`~Budget.at_depth`). ``compile`` trains through
     :func:`torch.compile` (``True``: inductor; a string: that backend); the evaluations
     stay eager. ``trim`` lays the batches out so that each layer computes only what the
