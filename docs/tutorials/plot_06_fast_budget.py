@@ -13,9 +13,10 @@ Most of that time is the optimiser's, not the task's. The *fast budget*
 (``Budget.fast()``, what ``python benchmarks/oversquash.py`` runs by default) changes
 only the optimisation: batches of 256, AdamW with a decoupled weight decay of 0.1, a
 linear warm-up to a peak learning rate of :math:`3 \cdot 10^{-3}`, a cosine decay to 0,
-an evaluation every 5 epochs, and a stop as soon as the train accuracy is 1.0. The model, its width (32), its :math:`r + 1` layers, the data
-sets and the metric (train accuracy) are the paper's. It is one budget for every model
-and depth, never tuned per run.
+an evaluation every 5 epochs, and a stop as soon as the train accuracy is 1.0. The
+model, its width (32), its :math:`r + 1` layers, the data sets and the metric (train
+accuracy) are the paper's. It is one budget for every model and depth, never tuned per
+run.
 
 This page compares the two loops on the time to solve depth 2, then shows the control
 that separates a short budget from over-squashing: the fully-adjacent last layer.
