@@ -182,6 +182,10 @@ def test_time_to_solve_run_writes_its_table(cli, tmp_path, capsys):
     table = (out / "time_to_solve.md").read_text()
     assert "| gin | 2 | 0 |" in table and "CPU time" in table
     capsys.readouterr()
+    # the same command again finds both runs done (the paper's batch for depth 2 included)
+    cli.main(["--time-to-solve", "fast,full", "--depths", "2", "--models", "gin",
+              "--max-epochs", "3", "--workers", "1", "--out", str(out)])
+    assert "resuming: 2 of 2 runs already in" in capsys.readouterr().out
 
 
 def test_time_to_solve_table_ratio_uses_cpu_time():

@@ -397,8 +397,9 @@ def time_to_solve_budget(name: str, max_epochs: Optional[int] = None,
 def time_to_solve_cells(models: Sequence[str], depths: Sequence[int], seeds: Sequence[int],
                         budgets: Sequence[str], max_epochs: Optional[int] = None,
                         max_seconds: Optional[float] = None) -> List:
-    r"""``(key, (run, budget))`` cells: every model, depth and seed under every budget;
-    the key is the run's key followed by ``@`` and the budget's name."""
+    r"""``(key, (run, budget))`` cells: every model, depth and seed under every budget
+    (at that depth: :meth:`~graphformer.experiments.graph_tasks.Budget.at_depth`); the key
+    is the run's key followed by ``@`` and the budget's name."""
     cells = []
     for name in budgets:
         budget = time_to_solve_budget(name, max_epochs, max_seconds)
@@ -407,7 +408,7 @@ def time_to_solve_cells(models: Sequence[str], depths: Sequence[int], seeds: Seq
                 for m in models:
                     run = dict(task="tree", model=m, size=depth, variant="plain", seed=seed,
                                budget_name=name)
-                    cells.append((f"{run_key(run)}@{name}", (run, budget)))
+                    cells.append((f"{run_key(run)}@{name}", (run, budget.at_depth(depth))))
     return cells
 
 
@@ -418,7 +419,6 @@ def time_to_solve_cell(payload, progress: Optional[Callable[[float], None]] = No
     torch.manual_seed(run["seed"])
     dataset = TreeNeighborsMatch(run["size"], seed=run["seed"])
     model = build_tree_model(run["model"], dataset)
-    budget = budget.at_depth(run["size"])
     row = dict(run, budget=asdict(budget))
     row.update(train_graph_task(model, dataset, budget, seed=run["seed"], device=device,
                                 progress=progress))
