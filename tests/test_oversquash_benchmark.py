@@ -169,7 +169,8 @@ def test_tree_model_uses_the_papers_layers():
 
 def _layer_by_layer(model, x, edge_index, block):
     h = model.encoder(x)
-    for layer, norm in zip(model.stack.layers, model.stack.post_norms or [None] * model.stack.num_layers):
+    norms = model.stack.post_norms or [None] * model.stack.num_layers
+    for layer, norm in zip(model.stack.layers, norms):
         out = layer[0].conv(h, edge_index)
         if block == "post_norm":
             h = norm(h + torch.relu(out))

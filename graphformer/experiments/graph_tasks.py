@@ -349,8 +349,8 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
                      compile: Union[bool, str] = False,
                      trim: Optional[bool] = None) -> Dict[str, float]:
     r"""Trains ``model`` on the stratified split of ``dataset`` with Adam (AdamW when the
-    budget has weight decay) and the budget's learning-rate schedule (see :class:`Budget`; on Tree-NeighborsMatch, its
-    :meth:`~Budget.at_depth`). ``compile`` trains through
+    budget has weight decay) and the budget's learning-rate schedule (see :class:`Budget`;
+    on Tree-NeighborsMatch, its :meth:`~Budget.at_depth`). ``compile`` trains through
     :func:`torch.compile` (``True``: inductor; a string: that backend); the evaluations
     stay eager. ``trim`` lays the batches out so that each layer computes only what the
     read-out needs (see :class:`SameTopologyLoader`); ``None`` (default) trims whenever
