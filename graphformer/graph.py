@@ -20,6 +20,8 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from graphformer.checks import check_int
+
 __all__ = ["CausalGraph", "as_edge_index", "check_edge_index"]
 
 
@@ -45,14 +47,6 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
         if num_nodes is not None and high >= num_nodes:
             has = f"x has {num_nodes} rows" if of == "x" else f"the {of} has {num_nodes} nodes"
             raise ValueError(f"{name} has node {high} but {has}")
-
-
-def _check_window(window: Optional[int]) -> None:
-    # bool is an int in Python: window=True would silently mean a window of 1
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
-                               or window < 1):
-        raise ValueError(f"window must be a positive int (or None for no window), "
-                         f"got {window!r}")
 
 
 def _as_long(t: Union[Tensor, Sequence[int]], name: str) -> Tensor:
@@ -104,7 +98,9 @@ class CausalGraph:
         lengths = ptr[1:] - ptr[:-1]
         if bool((lengths < 0).any()):
             raise ValueError("ptr must be non-decreasing (sequence lengths >= 0)")
-        _check_window(window)
+        if window is not None:  # window=True would otherwise be a window of 1
+            window = check_int("window", window, 1, error=ValueError,
+                               hint="; None means no window")
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be True or False, got {causal!r}")
         self.ptr = ptr
@@ -386,8 +382,7 @@ class CausalGraph:
         :meth:`dense_mask`. Cached per ``block_size``."""
         from torch.nn.attention.flex_attention import create_block_mask
 
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        block_size = check_int("block_size", block_size, 1, error=ValueError)
         key = (block_size, num_heads)
         if key not in self._block_masks:
             B, T = self.num_sequences, self.max_length

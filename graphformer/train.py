@@ -50,6 +50,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from graphformer.checks import check_int
 from graphformer.datasets.text import CharTokenizer, Corpus
 from graphformer.device import check_compile, check_device_name, resolve_device
 from graphformer.io import atomic_write, write_text_atomic
@@ -78,15 +79,6 @@ VOCAB_NAME = "vocab.json"
 #: The largest ``TrainConfig.seed``: numpy's seed range (``< 2**32``), less room for the
 #: seed of every process (``seed + rank``) and of the validation batches (``seed + 1``).
 MAX_SEED = 2**32 - 1 - 2**16
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
-    if value < low or (high is not None and value > high):
-        want = ("a positive int" if low == 1 else f"an int >= {low}") if high is None \
-            else f"an int in [{low}, {high}]"
-        raise ValueError(f"TrainConfig.{name} must be {want}, got {value}")
 
 
 def _check_real(name: str, value: Any, positive: bool = False) -> None:
@@ -180,13 +172,13 @@ class TrainConfig:
         # every field, so that a bad value fails here and not deep inside a run
         for name in ("max_iters", "batch_size", "block_size", "grad_accum", "eval_interval",
                      "eval_iters", "log_interval"):
-            _check_int(name, getattr(self, name), low=1)
+            check_int(f"TrainConfig.{name}", getattr(self, name), 1)
         for name in ("warmup_iters", "sample_interval", "sample_tokens"):
-            _check_int(name, getattr(self, name), low=0)
+            check_int(f"TrainConfig.{name}", getattr(self, name), 0)
         for name, low in (("lr_decay_iters", 0), ("checkpoint_interval", 1)):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), low=low)
-        _check_int("seed", self.seed, low=0, high=MAX_SEED)
+                check_int(f"TrainConfig.{name}", getattr(self, name), low)
+        check_int("TrainConfig.seed", self.seed, 0, MAX_SEED)
         _check_real("learning_rate", self.learning_rate, positive=True)
         for name in ("min_lr", "scalar_lr", "weight_decay", "grad_clip"):
             if getattr(self, name) is not None:

@@ -28,6 +28,34 @@ def assert_unchanged(model, before):
         assert torch.equal(after[k], before[k]), f"{k} changed by a failed load"
 
 
+# ---------------------------------------------------------------------- the shared check
+def test_check_int_refuses_bools_and_floats_and_checks_bounds():
+    import numpy as np
+
+    from graphformer.checks import check_int
+    from graphformer.datasets.base import check_int as reexported
+    assert reexported is check_int  # the data sets' old public name still imports
+    for bad in (True, False, 2.0, 2.5, "3", None):
+        with pytest.raises(TypeError, match=f"n must be an int, got {bad!r}"):
+            check_int("n", bad)
+    with pytest.raises(ValueError, match="n must be a positive int, got True"):
+        check_int("n", True, 1, error=ValueError)  # sites that raise one ValueError
+    for good in (3, np.int64(3), np.uint8(3)):
+        out = check_int("n", good, 1, 3)
+        assert out == 3 and type(out) is int
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
+        check_int("n", 0, 1)
+    with pytest.raises(ValueError, match=r"n must be an int >= 2, got 1$"):
+        check_int("n", np.int64(1), 2, error=TypeError)  # out of range: ValueError always
+    with pytest.raises(ValueError, match=r"n must be an int in \[0, 20\], got 21"):
+        check_int("n", 21, 0, 20)
+    with pytest.raises(ValueError, match=r"n must be an int <= 5, got 6; hint$"):
+        check_int("n", 6, high=5, hint="; hint")
+    assert check_int("n", -7) == -7  # no bounds: any int
+    # the call sites take numpy ints now, as Python ints
+    assert type(CausalGraph.from_lengths([4], window=np.int64(2)).window) is int
+
+
 # ---------------------------------------------------------------------- CausalGraph
 def test_window_must_be_a_positive_int_not_a_bool():
     with pytest.raises(ValueError, match="window must be a positive int.*True"):
@@ -87,7 +115,7 @@ def test_add_pause_tokens_checks_the_data():
         pause_layout(torch.tensor([3]), 1, "middle")
     with pytest.raises(ValueError, match="lengths must be >= 0"):
         pause_layout(torch.tensor([3, -1]), 1)
-    with pytest.raises(ValueError, match="every= a positive int"):
+    with pytest.raises(ValueError, match="every must be a positive int, got None"):
         pause_layout(torch.tensor([3]), 1, "every")
 
 
@@ -113,7 +141,7 @@ def test_diagnostics_refuse_nonsense():
     lin = torch.nn.Linear(3, 3)
     with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
         D.jacobian_sensitivity(lin, x, 0, chunk_size=0)
-    with pytest.raises(ValueError, match="max_distance must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="max_distance must be an int >= 0, got -1"):
         D.sensitivity_vs_distance(lin, x, ei, 3, max_distance=-1)
     graph = CausalGraph.from_lengths([4])
     attn = (graph.edge_index, torch.rand(graph.num_edges, 2))
@@ -158,11 +186,11 @@ def test_datasets_refuse_nonsense():
 def test_text_batches_refuse_nonsense():
     from graphformer.datasets.text import TextCorpus
     corpus = TextCorpus("hello world, this is a text. " * 20)
-    with pytest.raises(TypeError, match="batch_size must be an int, got True"):
+    with pytest.raises(TypeError, match="batch_size must be a positive int, got True"):
         corpus.get_batch("train", True, 8)
-    with pytest.raises(ValueError, match="block_size must be positive, got 0"):
+    with pytest.raises(ValueError, match="block_size must be a positive int, got 0"):
         corpus.get_batch("train", 2, 0)
-    with pytest.raises(TypeError, match="block_size must be an int, got 8.0"):
+    with pytest.raises(TypeError, match="block_size must be a positive int, got 8.0"):
         corpus.get_batch("train", 2, 8.0)
 
 
@@ -225,7 +253,7 @@ def test_generate_temperature_zero_is_greedy():
     (dict(top_k=True), ValueError, "top_k must be a positive int"),
     (dict(temperature=-1.0), ValueError, "temperature must be a finite number >= 0"),
     (dict(temperature=float("nan")), ValueError, "temperature must be a finite number"),
-    (dict(max_new_tokens=-1), ValueError, "max_new_tokens must be >= 0"),
+    (dict(max_new_tokens=-1), ValueError, "max_new_tokens must be an int >= 0, got -1"),
     (dict(max_new_tokens=2.5), TypeError, "max_new_tokens must be an int"),
 ])
 def test_generate_refuses_nonsense(kwargs, error, match):

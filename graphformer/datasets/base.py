@@ -1,22 +1,14 @@
 r"""Shared plumbing of the generated data sets."""
 from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data, InMemoryDataset
 
+from graphformer.checks import check_int  # re-exported: the data sets' argument check
 from graphformer.datasets.split import stratified_split
 
 __all__ = ['GeneratedDataset', 'collate_same_topology', 'check_int']
-
-
-def check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def collate_same_topology(

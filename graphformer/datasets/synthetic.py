@@ -15,6 +15,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from graphformer.checks import check_int
+
 __all__ = ["binary_tree_batch", "packed_documents"]
 
 
@@ -41,10 +43,8 @@ def binary_tree_batch(num_trees: int, depth: int, *, both_directions: bool = Fal
         ``(edge_index [2, E], batch [N])``, with the nodes of tree ``t`` at
         ``t * n, ..., t * n + n - 1``.
     """
-    if isinstance(num_trees, bool) or not isinstance(num_trees, int) or num_trees < 1:
-        raise ValueError(f"num_trees must be a positive int, got {num_trees!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 20:
-        raise ValueError(f"depth must be an int in [0, 20], got {depth!r}")
+    num_trees = check_int("num_trees", num_trees, 1, error=ValueError)
+    depth = check_int("depth", depth, 0, 20, error=ValueError)
     n = 2 ** (depth + 1) - 1
     child = torch.arange(1, n)
     parent = (child - 1) // 2

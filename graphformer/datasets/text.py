@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphformer.checks import check_int
+
 __all__ = [
     "STORY_SEPARATOR",
     "generate_stories",
@@ -415,15 +417,11 @@ class Corpus:
             ``(x, y)`` int64 tensors ``[b, block_size]``, or ``(x, y, doc_ids)``.
         """
         self._check_split(split)
-        for name, value in (("batch_size", batch_size), ("block_size", block_size),
-                            ("rank", rank), ("world_size", world_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if block_size < 1:
-            raise ValueError(f"block_size must be positive, got {block_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
+        batch_size = check_int("batch_size", batch_size, 1)
+        block_size = check_int("block_size", block_size, 1)
+        world_size = check_int("world_size", world_size, 1)
+        rank = check_int("rank", rank)
+        if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in range for world_size {world_size}")
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by the world size "

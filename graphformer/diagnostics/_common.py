@@ -1,9 +1,10 @@
 r"""Input handling shared by the diagnostics."""
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple, Type, Union
 
 import torch
 from torch import Tensor
 
+from graphformer.checks import check_int
 from graphformer.graph import CausalGraph, as_edge_index, check_edge_index
 
 GraphLike = Union[Tensor, CausalGraph]
@@ -21,21 +22,21 @@ def resolve_graph(edge_index: GraphLike,
         edge_index = as_edge_index(edge_index)
     if num_nodes is None:
         raise ValueError("num_nodes is required when edge_index is a tensor")
-    if isinstance(num_nodes, bool) or int(num_nodes) != num_nodes or num_nodes < 0:
-        raise ValueError(f"num_nodes must be a non-negative int, got {num_nodes!r}")
-    check_edge_index(edge_index, int(num_nodes))
-    return edge_index.long(), int(num_nodes)
+    num_nodes = check_node_int(num_nodes, "num_nodes", 0, error=ValueError)
+    check_edge_index(edge_index, num_nodes)
+    return edge_index.long(), num_nodes
 
 
-def check_node_int(value, name: str) -> int:
-    r"""``value`` as a Python int, refusing floats and bools (which ``int()`` would
-    silently turn into another node or count)."""
+def check_node_int(value, name: str, low: Optional[int] = None,
+                   high: Optional[int] = None, *,
+                   error: Type[Exception] = TypeError) -> int:
+    r""":func:`~graphformer.checks.check_int` that also takes a 0-dim integer tensor (a
+    node index read off a tensor): ``value`` as a Python int, refusing floats and bools
+    (which ``int()`` would silently turn into another node or count)."""
     if isinstance(value, Tensor) and value.dim() == 0 and not (
             value.is_floating_point() or value.dtype == torch.bool):
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    return value
+        value = int(value)
+    return check_int(name, value, low, high, error=error)
 
 
 def dense_adjacency(edge_index: Tensor, num_nodes: int,

@@ -4,6 +4,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from graphformer.checks import is_int
 from graphformer.diagnostics._common import GraphLike, check_node_int, resolve_graph
 from graphformer.diagnostics.topology import hop_distance
 
@@ -29,8 +30,7 @@ def _as_index(index: IndexLike, num_nodes: int, name: str) -> Tensor:
 
 
 def _is_scalar(index: IndexLike) -> bool:
-    return (isinstance(index, int) and not isinstance(index, bool)) or (
-        isinstance(index, Tensor) and index.dim() == 0)
+    return is_int(index) or (isinstance(index, Tensor) and index.dim() == 0)
 
 
 def _leaf_input(x: Tensor) -> Tensor:
@@ -42,11 +42,6 @@ def _leaf_input(x: Tensor) -> Tensor:
             f"{x.dtype}; for integer tokens pass the embedded features and a "
             f"function of those")
     return x.detach().clone().requires_grad_(True)
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if check_node_int(chunk_size, "chunk_size") < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
 
 
 def _row_jacobian_norms(rows: Tensor, x: Tensor, chunk_size: int) -> Tensor:
@@ -74,7 +69,7 @@ def _row_jacobian_norms(rows: Tensor, x: Tensor, chunk_size: int) -> Tensor:
 
     K = T * H
     batched_ok = True
-    _check_chunk_size(chunk_size)
+    chunk_size = check_node_int(chunk_size, "chunk_size", 1)
     for start in range(0, K, chunk_size):
         ks = torch.arange(start, min(K, start + chunk_size), device=x.device)
         go = rows.new_zeros(ks.numel(), T, H)
@@ -200,9 +195,7 @@ def sensitivity_vs_distance(
     dist = torch.stack([hop_distance(ei, N, int(t)) for t in tgt])  # [T, N]
     keep = dist >= 0
     if max_distance is not None:
-        if check_node_int(max_distance, "max_distance") < 0:
-            raise ValueError(f"max_distance must be >= 0, got {max_distance}")
-        keep &= dist <= max_distance
+        keep &= dist <= check_node_int(max_distance, "max_distance", 0)
     d, s = dist[keep], S[keep.to(S.device)].to(torch.float64)
     K = int(d.max()) + 1 if d.numel() else 0
     total = torch.zeros(K, dtype=torch.float64).index_add_(0, d.cpu(), s.cpu())

@@ -6,6 +6,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from graphformer.checks import check_int
 from graphformer.diagnostics._common import (
     GraphLike,
     check_node_int,
@@ -93,9 +94,7 @@ def path_counts(
         :obj:`[N, N]` dense counts.
     """
     ei, N = resolve_graph(edge_index, num_nodes)
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) \
-            or num_layers < 0:
-        raise ValueError(f"num_layers must be an int >= 0, got {num_layers!r}")
+    num_layers = check_int("num_layers", num_layers, 0, error=ValueError)
     A = dense_adjacency(ei, N, dtype)
     return torch.linalg.matrix_power(A, num_layers)
 
@@ -128,11 +127,8 @@ def causal_path_counts(
     Returns:
         :obj:`[T]`, entry :math:`i` = paths from :math:`i` to :obj:`target`.
     """
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) \
-            or num_layers < 1:
-        raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+    length = check_int("length", length, 1, error=ValueError)
+    num_layers = check_int("num_layers", num_layers, 1, error=ValueError)
     if not -length <= target < length:
         raise ValueError(f"target {target} is not a position of a sequence of "
                          f"length {length}")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 
+from graphformer.checks import check_int
 from graphformer.graph import CausalGraph
 from graphformer.nn.conv import AttentionConv, DiffAttentionConv, FeedForward
 from graphformer.nn.dynamics import METHODS, SCHEMES, Oracle, Stack
@@ -327,18 +328,14 @@ class GPT(nn.Module):
         ``block_size`` tokens of context each time. ``temperature=0`` is greedy decoding
         (the most likely token every time); ``top_k`` keeps the ``k`` most likely tokens
         (``None``: all)."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                 or not math.isfinite(temperature) or temperature < 0):
             raise ValueError(f"temperature must be a finite number >= 0 (0: greedy "
                              f"decoding), got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 1):
-            raise ValueError(f"top_k must be a positive int (or None for all tokens), "
-                             f"got {top_k!r}; for greedy decoding use temperature=0")
+        if top_k is not None:
+            top_k = check_int("top_k", top_k, 1, error=ValueError,
+                              hint="; None keeps all tokens, temperature=0 is greedy decoding")
         self._check_tokens(idx)
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size:]

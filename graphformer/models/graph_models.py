@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
+from graphformer.checks import check_int
 from graphformer.graph import CausalGraph
 from graphformer.nn.conv import AttentionConv, FeedForward, build_conv
 from graphformer.nn.dynamics import Oracle, Replace, Stack
@@ -53,9 +54,10 @@ class FeatureEmbedding(nn.Module):
 
 
 def _check_sizes(**sizes: int) -> None:
+    r"""Refuses a size that is not a positive int with a :class:`ValueError`, whatever is
+    wrong with it (as the layers' ``check_sizes`` does)."""
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(name, value, 1, error=ValueError)
 
 
 def _check_features(x: Tensor, encoder: nn.Module) -> None:

@@ -6,6 +6,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from graphformer.checks import check_int
 from graphformer.graph import CausalGraph, check_edge_index
 
 __all__ = ['AddPauseTokens', 'PausedGraph', 'pause_layout']
@@ -20,20 +21,20 @@ class PausedGraph(NamedTuple):
     index: Tensor  #: :obj:`[N_old]`, new node index of every old node
 
 
-def _check_layout(num_pause: int, layout: str, every: Optional[int]) -> None:
-    if isinstance(num_pause, bool) or not isinstance(num_pause, int) \
-            or num_pause < 0:
-        raise ValueError(f"num_pause must be an int >= 0, got {num_pause!r}")
+def _check_layout(num_pause: int, layout: str,
+                  every: Optional[int]) -> Tuple[int, Optional[int]]:
+    r"""Refuses a bad pause layout; returns :obj:`(num_pause, every)` as Python ints."""
+    num_pause = check_int("num_pause", num_pause, 0, error=ValueError)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid layouts: "
                          f"{', '.join(LAYOUTS)}")
-    if layout == 'every' and (isinstance(every, bool)
-                              or not isinstance(every, int) or every < 1):
-        raise ValueError(f"layout='every' needs every= a positive int, got "
-                         f"{every!r}")
-    if layout != 'every' and every is not None:
+    if layout == 'every':
+        every = check_int("every", every, 1, error=ValueError,
+                          hint=" (layout='every' needs it)")
+    elif every is not None:
         raise ValueError(f"every= is only used with layout='every', not "
                          f"{layout!r}")
+    return num_pause, every
 
 
 def pause_layout(
@@ -62,7 +63,7 @@ def pause_layout(
                         f"{lengths!r}")
     if lengths.numel() and int(lengths.min()) < 0:
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
-    _check_layout(num_pause, layout, every)
+    num_pause, every = _check_layout(num_pause, layout, every)
     lengths = lengths.long()
     B = lengths.numel()
     dev = lengths.device
@@ -153,7 +154,7 @@ class AddPauseTokens(BaseTransform):
         move_readout: bool = True,
         causal: bool = True,
     ) -> None:
-        _check_layout(num_pause, layout, every)
+        num_pause, every = _check_layout(num_pause, layout, every)
         self.num_pause = num_pause
         self.layout = layout
         self.every = every

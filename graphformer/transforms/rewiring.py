@@ -6,6 +6,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform, VirtualNode
 
+from graphformer.checks import check_int
+
 __all__ = ['FullyAdjacentLastLayer', 'VirtualNode', 'fully_adjacent_edges']
 
 MODES = ('root', 'all')
@@ -38,9 +40,7 @@ def fully_adjacent_edges(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: "
                          f"{', '.join(MODES)}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) \
-            or num_nodes < 0:
-        raise ValueError(f"num_nodes must be an int >= 0, got {num_nodes!r}")
+    num_nodes = check_int("num_nodes", num_nodes, 0, error=ValueError)
     batch = _index_tensor(batch, "batch")
     root_index = _index_tensor(root_index, "root_index")
     if batch is not None and num_nodes and int(batch.min()) < 0:

@@ -10,6 +10,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
+from graphformer.checks import check_int
 from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
 from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_sizes, edge_attr_rows,
@@ -117,8 +118,9 @@ class AttentionConv(MessagePassing):
             raise ValueError(f"rotary embedding needs an even head size, got {out_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if edge_dim is not None and (not isinstance(edge_dim, int) or edge_dim < 1):
-            raise ValueError(f"edge_dim must be a positive int or None, got {edge_dim!r}")
+        if edge_dim is not None:
+            edge_dim = check_int("edge_dim", edge_dim, 1, error=ValueError,
+                                 hint="; None means no edge features")
         src_channels, dst_channels = (in_channels if isinstance(in_channels, (tuple, list))
                                       else (in_channels, in_channels))
         self.in_channels = in_channels

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
+from graphformer.checks import check_int
 from graphformer.nn import kernels
 from graphformer.nn.conv.attention import AttentionConv, GraphLike, uses_pyg_machinery
 
@@ -53,9 +54,8 @@ class DiffAttentionConv(AttentionConv):
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, layer: int = 0,
                  lambda_init: Optional[float] = None, head_norm: bool = True,
                  **kwargs) -> None:
-        if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-            raise ValueError(f"DiffAttentionConv: layer is the 0-based depth, a non-negative "
-                             f"int, got {layer!r}")
+        layer = check_int("DiffAttentionConv: layer", layer, 0, error=ValueError,
+                          hint=" (layer is the 0-based depth)")
         if lambda_init is not None and not math.isfinite(float(lambda_init)):
             raise ValueError(f"DiffAttentionConv: lambda_init must be finite, got {lambda_init!r}")
         self.layer = layer

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_edge_index
 
+from graphformer.checks import check_int, is_int
 from graphformer.graph import CausalGraph, check_edge_index
 
 __all__ = ["GraphLike", "LayerInputs", "check_input", "check_features", "prepare_inputs",
@@ -29,12 +30,12 @@ def check_sizes(layer: str, **sizes: object) -> None:
     mistake, not one head."""
     for name, value in sizes.items():
         lazy_ok = name == "in_channels"
-        for v in (value if isinstance(value, (tuple, list)) else (value,)):
-            if v is None or (lazy_ok and v == -1 and not isinstance(v, bool)):
+        pair = isinstance(value, (tuple, list))
+        for i, v in enumerate(value if pair else (value,)):
+            if v is None or (lazy_ok and is_int(v) and v == -1):
                 continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                what = "a positive int (or -1, lazy)" if lazy_ok else "a positive int"
-                raise ValueError(f"{layer}: {name} must be {what}, got {value!r}")
+            check_int(f"{layer}: {name}[{i}]" if pair else f"{layer}: {name}", v, 1,
+                      error=ValueError, hint="; -1 means lazy initialisation" if lazy_ok else "")
 
 
 def is_sparse_adjacency(edge_index: object) -> bool:
