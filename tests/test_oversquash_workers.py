@@ -92,7 +92,7 @@ def test_bad_worker_counts_are_refused(cli, tmp_path, capsys):
         assert e.value.code == 2
         assert f"--workers must be at least 1 (worker processes), got {bad}" in \
             capsys.readouterr().err
-    with pytest.raises(TypeError, match="workers must be an integer"):
+    with pytest.raises(TypeError, match="workers must be a positive int"):
         check_workers(1.5)
     with pytest.raises(SystemExit):
         cli.main(ARGS + ["--resume", "--restart", "--out", str(tmp_path / "x")])

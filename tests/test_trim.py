@@ -97,7 +97,7 @@ def test_trimming_input_errors():
     ds = TreeNeighborsMatch(2)
     with pytest.raises(ValueError, match="fully_adjacent"):
         SameTopologyLoader(ds, torch.arange(4), 4, fully_adjacent=True, trim_layers=3)
-    with pytest.raises(ValueError, match="trim_layers must be an int >= 1"):
+    with pytest.raises(ValueError, match="trim_layers must be a positive int, got 0"):
         SameTopologyLoader(ds, torch.arange(4), 4, trim_layers=0)
     torch.manual_seed(0)
     model = build_tree_model("gat", ds)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GINConv, GatedGraphConv
 
+from graphformer.checks import check_int
 from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingTransfer,
                                   TreeNeighborsMatch)
 from graphformer.diagnostics import hop_distance
@@ -218,9 +219,8 @@ class SameTopologyLoader:
                 raise ValueError("trim_layers and fully_adjacent do not go together: the "
                                  "fully-adjacent last layer reads every node")
             self.last_edge_index = fully_adjacent_edges(self.n, root_index=torch.tensor([self.root]))
-        if trim_layers is not None and (isinstance(trim_layers, bool)
-                                        or not isinstance(trim_layers, int) or trim_layers < 1):
-            raise ValueError(f"trim_layers must be an int >= 1, got {trim_layers!r}")
+        if trim_layers is not None:
+            trim_layers = check_int("trim_layers", trim_layers, 1, error=ValueError)
         self.trim_layers = trim_layers
         self.index = index
         self.batch_size = batch_size

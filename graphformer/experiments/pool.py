@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from graphformer.checks import check_int
+
 #: ``fn(payload, progress) -> row``: one cell's work; ``progress(share)`` reports how far.
 CellFn = Callable[[Any, Callable[[float], None]], Dict]
 
@@ -43,13 +45,9 @@ def default_workers() -> int:
 
 
 def check_workers(workers: int) -> int:
-    r"""``workers`` if it is a positive integer, else a :class:`ValueError` that says so."""
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be an integer, got {type(workers).__name__}")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1 (the number of worker processes), got "
-                         f"{workers}")
-    return workers
+    r"""``workers`` if it is a positive int; else a :class:`TypeError` (not an int) or a
+    :class:`ValueError` (below 1) that says so."""
+    return check_int("workers", workers, 1, hint=" (the number of worker processes)")
 
 
 def _exit_reason(code: Optional[int]) -> str:
