@@ -121,6 +121,9 @@ def main(argv=None):
     p.add_argument("--fully-adjacent", action="store_true",
                    help="run every tree with the fully-adjacent last layer (the control "
                         "alone, at the --depths given)")
+    p.add_argument("--no-controls", action="store_true",
+                   help="do not add the fully-adjacent control where a model fails (e.g. a "
+                        "longer plain run whose control was measured on its own)")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (inductor); slower on a CPU for this "
                         "default run, see docs/results_oversquash.md")
@@ -186,12 +189,15 @@ def main(argv=None):
     settings.compile = args.compile
     if args.fully_adjacent:
         settings.tree_variant = "fully_adjacent"
+    if args.fully_adjacent and args.no_controls:
+        p.error("--fully-adjacent runs the controls alone; --no-controls would leave nothing")
     if args.time_to_solve:
         ignored = [flag for flag, value in (("--compile", args.compile),
                                             ("--batch-size", args.batch_size),
                                             ("--patience", args.patience),
                                             ("--max-graphs", args.max_graphs),
                                             ("--fully-adjacent", args.fully_adjacent),
+                                            ("--no-controls", args.no_controls),
                                             ("--max-steps", args.max_steps)) if value]
         if ignored:
             p.error(f"--time-to-solve compares the two budgets as they are; it does not take "
@@ -233,6 +239,8 @@ def main(argv=None):
             bar.set_postfix_str(", ".join(k for k in shares if k not in store) or "")
 
         def more() -> list:  # fully-adjacent runs, once a model's plain runs are all in
+            if args.no_controls:
+                return []
             new = [r for r in plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]),
                                                   complete=True)
                    if run_key(r) not in by_key]

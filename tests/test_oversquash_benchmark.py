@@ -45,13 +45,19 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys,
     cli.main(TINY + ["--out", str(out)])
     assert "resuming: " in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["rows"] == json.loads(before)["rows"]
+    # --no-controls: the plain runs only, even where a model fails
+    cli.main(TINY + ["--out", str(tmp_path / "plain"), "--tasks", "tree", "--no-controls",
+                     "--no-plots"])
+    rows = json.loads((tmp_path / "plain" / "results.json").read_text())["rows"]
+    assert set(rows) == {"tree/gcn/2/plain/0"} and rows["tree/gcn/2/plain/0"]["train_acc"] < 0.99
 
 
 def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
     cases = [(["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
              (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]"),
-             (["--device", "tpu"], "unknown device 'tpu'")]
+             (["--device", "tpu"], "unknown device 'tpu'"),
+             (["--fully-adjacent", "--no-controls"], "--no-controls would leave nothing")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "CUDA is not available here"))
     for args, message in cases:
