@@ -221,3 +221,8 @@ def test_an_unsolved_accuracy_never_prints_as_one():
             (("full", 1.0, 500.0, 291.0), ("fast", 0.99984375, 400.0, 135.0))]
     assert "not solved: 0.9998 after 135 s" in time_to_solve_table(rows)
 
+    from graphformer.experiments.oversquash import table
+    row = dict(task="tree", model="gcn", size=3, variant="plain", seed=0, train_acc=0.99984375,
+               test_acc=0.5, published=1.0, steps=10, seconds=12.34)
+    line = table([row]).splitlines()[-1].split()
+    assert line[5:] == ["0.9998", "0.500", "1.000", "10", "12.3"]  # seconds stay seconds

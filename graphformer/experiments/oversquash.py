@@ -278,11 +278,18 @@ def format_accuracy(acc: float) -> str:
     return f"{math.floor(acc * 1e4) / 1e4:.4f}" if text == "1.000" and acc < 1 else text
 
 
-def _fmt(v) -> str:
+ACCURACY_COLUMNS = ("train_acc", "test_acc", "published")
+
+
+def _fmt(v, column: str) -> str:
+    r"""One table cell: accuracies by :func:`format_accuracy`, seconds to 0.1 s below
+    100 s and to the second above."""
     if v is None:
         return "–"
     if isinstance(v, float):
-        return format_accuracy(v) if v < 100 else f"{v:.0f}"
+        if column in ACCURACY_COLUMNS:
+            return format_accuracy(v)
+        return f"{v:.1f}" if v < 100 else f"{v:.0f}"
     return str(v)
 
 
@@ -290,7 +297,7 @@ def table(rows: List[Dict], markdown: bool = False) -> str:
     r"""The rows as a fixed-width text table (or a markdown table)."""
     rows = sorted(rows, key=lambda r: (TASKS.index(r["task"]), r["variant"], r["model"],
                                        r["size"], r["seed"]))
-    cells = [[_fmt(r.get(c)) for c in COLUMNS] for r in rows]
+    cells = [[_fmt(r.get(c), c) for c in COLUMNS] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
