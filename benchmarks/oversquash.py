@@ -114,6 +114,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int,
                    help="override the trees' graph batch size (with --full it replaces the "
                         "paper's batch size per depth)")
+    p.add_argument("--weight-decay", type=float,
+                   help="override the trees' decoupled weight decay (the fast budget's 0.1; "
+                        "0: plain Adam)")
     p.add_argument("--patience", type=int,
                    help="evaluations without a gain in train accuracy before a run stops")
     p.add_argument("--max-graphs", type=int,
@@ -182,6 +185,8 @@ def main(argv=None):
     if args.batch_size is not None:
         settings.budget.batch_size = args.batch_size
         settings.budget.paper_batches = False  # one batch size at every depth
+    if args.weight_decay is not None:
+        settings.budget.weight_decay = args.weight_decay
     if args.patience is not None:
         settings.budget.patience = args.patience
     if args.max_graphs is not None:
@@ -195,6 +200,7 @@ def main(argv=None):
         ignored = [flag for flag, value in (("--compile", args.compile),
                                             ("--batch-size", args.batch_size),
                                             ("--patience", args.patience),
+                                            ("--weight-decay", args.weight_decay is not None),
                                             ("--max-graphs", args.max_graphs),
                                             ("--fully-adjacent", args.fully_adjacent),
                                             ("--no-controls", args.no_controls),

@@ -50,6 +50,11 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys,
                      "--no-plots"])
     rows = json.loads((tmp_path / "plain" / "results.json").read_text())["rows"]
     assert set(rows) == {"tree/gcn/2/plain/0"} and rows["tree/gcn/2/plain/0"]["train_acc"] < 0.99
+    # --weight-decay replaces the budget's decay (stored with the run)
+    cli.main(TINY + ["--out", str(tmp_path / "wd"), "--tasks", "tree", "--no-controls",
+                     "--no-plots", "--weight-decay", "0.05"])
+    saved = json.loads((tmp_path / "wd" / "results.json").read_text())
+    assert saved["meta"]["budget"]["weight_decay"] == 0.05
 
 
 def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
@@ -57,7 +62,9 @@ def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
              (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]"),
              (["--device", "tpu"], "unknown device 'tpu'"),
-             (["--fully-adjacent", "--no-controls"], "--no-controls would leave nothing")]
+             (["--fully-adjacent", "--no-controls"], "--no-controls would leave nothing"),
+             (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1.0"),
+             (["--time-to-solve", "fast", "--weight-decay", "0"], "not take --weight-decay")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "CUDA is not available here"))
     for args, message in cases:
@@ -119,8 +126,10 @@ def test_fast_budget_trains_with_decoupled_weight_decay(monkeypatch):
     assert made == [dict(lr=budget.lr, weight_decay=0.1)]
     train_graph_task(build_tree_model("gcn", ds), ds, Budget(max_steps=2))  # plain Adam
     assert len(made) == 1
-    with pytest.raises(ValueError, match="weight_decay must be at least 0, got -0.1"):
-        Budget(weight_decay=-0.1).validate()
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"weight_decay must be a finite number >= 0, "
+                                             f"got {bad}"):
+            Budget(weight_decay=bad).validate()
 
 
 def test_full_budget_counts_in_epochs_as_the_paper():
