@@ -17,6 +17,8 @@ Writes results.json, results.csv, results.md and PNG plots under
 
     python benchmarks/oversquash.py                       # the default run, 2-core CPU
     python benchmarks/oversquash.py --depths 2,3,4        # adds depth 4 (longer)
+    python benchmarks/oversquash.py --tasks tree --depths 4 --models ggnn \
+        --max-epochs 800 --no-controls                    # one longer run, no control
     python benchmarks/oversquash.py --time-to-solve full,fast --depths 3
     python benchmarks/oversquash.py --profile             # ms per training step
     python benchmarks/oversquash.py --full --device cuda  # the paper's sweep and loop
