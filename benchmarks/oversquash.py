@@ -196,8 +196,10 @@ def main(argv=None):
     settings.compile = args.compile
     if args.fully_adjacent:
         settings.tree_variant = "fully_adjacent"
+    settings.controls = not args.no_controls
     if args.fully_adjacent and args.no_controls:
-        p.error("--fully-adjacent runs the controls alone; --no-controls would leave nothing")
+        p.error("--no-controls does nothing with --fully-adjacent: every tree run there has "
+                "the fully-adjacent layer, and no control is added")
     if args.time_to_solve:
         ignored = [flag for flag, value in (("--compile", args.compile),
                                             ("--batch-size", args.batch_size),
@@ -247,8 +249,6 @@ def main(argv=None):
             bar.set_postfix_str(", ".join(k for k in shares if k not in store) or "")
 
         def more() -> list:  # fully-adjacent runs, once a model's plain runs are all in
-            if args.no_controls:
-                return []
             new = [r for r in plan_fully_adjacent(settings, store.values([run_key(r) for r in runs]),
                                                   complete=True)
                    if run_key(r) not in by_key]

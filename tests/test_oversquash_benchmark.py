@@ -62,7 +62,7 @@ def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
              (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]"),
              (["--device", "tpu"], "unknown device 'tpu'"),
-             (["--fully-adjacent", "--no-controls"], "--no-controls would leave nothing"),
+             (["--fully-adjacent", "--no-controls"], "--no-controls does nothing with --fully-adjacent"),
              (["--weight-decay", "-1"], "weight_decay must be a finite number >= 0, got -1.0"),
              (["--time-to-solve", "fast", "--weight-decay", "0"], "not take --weight-decay")]
     if not torch.cuda.is_available():
@@ -170,6 +170,7 @@ def test_fully_adjacent_runs_go_where_a_model_fails():
             for d, acc in zip((2, 3, 4), accs)]
     assert plan_fully_adjacent(settings, rows) == [
         dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
+    assert plan_fully_adjacent(replace(settings, controls=False), rows) == []  # --no-controls
 
 
 def test_tree_model_uses_the_papers_layers():

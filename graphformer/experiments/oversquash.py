@@ -55,6 +55,7 @@ class Settings:
     transfer_steps: int = 400
     compile: Union[bool, str] = False
     tree_variant: str = "plain"  # "fully_adjacent": every tree run with that last layer
+    controls: bool = True  # a fully-adjacent control where a model fails (plan_fully_adjacent)
 
     @classmethod
     def default(cls, **overrides) -> "Settings":
@@ -150,9 +151,9 @@ def plan_fully_adjacent(settings: Settings, rows: List[Dict],
                         complete: bool = False) -> List[Dict]:
     r"""One fully-adjacent run per model and seed, at the depth where the model fails;
     none for a model that reached the threshold at every depth studied (there is no
-    bottleneck to remove). With ``complete``, only for the models and seeds whose plain
+    bottleneck to remove); none at all when ``settings.controls`` is off. With ``complete``, only for the models and seeds whose plain
     tree runs are all in ``rows`` (so that a sweep can start them while others run)."""
-    if "tree" not in settings.tasks or settings.tree_variant != "plain":
+    if not settings.controls or "tree" not in settings.tasks or settings.tree_variant != "plain":
         return []
     runs = []
     for seed in settings.seeds:
