@@ -109,8 +109,12 @@ def test_fast_budget_schedule_and_settings():
     fast = Budget.fast()
     assert fast.schedule == "cosine" and fast.max_graphs is None and fast.patience is None
     for bad, message in ((dict(schedule="linear"), "unknown schedule 'linear'"),
-                         (dict(batch_size=0), "batch_size must be at least 1"),
-                         (dict(lr=-1.0), "lr must be positive"),
+                         (dict(batch_size=0), "batch_size must be a positive int, got 0"),
+                         (dict(batch_size=2.5), "batch_size must be a positive int, got 2.5"),
+                         (dict(max_epochs=True), "max_epochs must be a positive int, got True"),
+                         (dict(max_seconds=float("nan")), "max_seconds must be a positive"),
+                         (dict(lr=-1.0), "lr must be a positive finite number"),
+                         (dict(lr=float("inf")), "lr must be a positive finite number"),
                          (dict(warmup=1.0), "warmup is a share")):
         with pytest.raises(ValueError, match=message):
             Budget(**bad).validate()

@@ -141,13 +141,17 @@ class Budget:
         r"""Raises :class:`ValueError` naming the first setting that cannot work."""
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        for name in ("max_steps", "eval_every", "batch_size", "max_graphs", "eval_every_epochs",
-                     "max_epochs", "patience", "max_seconds", "min_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("max_steps", "eval_every", "batch_size"):
+            check_int(name, getattr(self, name), 1, error=ValueError)
+        check_int("lr_patience", self.lr_patience, 0, error=ValueError)
+        for name in ("max_graphs", "eval_every_epochs", "max_epochs", "patience", "min_steps"):
+            if getattr(self, name) is not None:  # None: no such limit
+                check_int(name, getattr(self, name), 1, error=ValueError)
+        if self.max_seconds is not None and not 0 < self.max_seconds < math.inf:
+            raise ValueError(f"max_seconds must be a positive number of seconds, got "
+                             f"{self.max_seconds}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0, got "
                              f"{self.weight_decay}")
