@@ -123,7 +123,7 @@ def test_fast_budget_trains_with_decoupled_weight_decay(monkeypatch):
     ds = TreeNeighborsMatch(2)
     budget = replace(Budget.fast(), max_epochs=1, min_steps=None)
     train_graph_task(build_tree_model("gcn", ds), ds, budget)
-    assert made == [dict(lr=budget.lr, weight_decay=0.1)]
+    assert made == [dict(lr=budget.lr, weight_decay=0.03)]
     train_graph_task(build_tree_model("gcn", ds), ds, Budget(max_steps=2))  # plain Adam
     assert len(made) == 1
     for bad in (-0.1, float("nan"), float("inf")):

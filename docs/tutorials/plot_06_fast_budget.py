@@ -11,7 +11,7 @@ model at depth 3.
 
 Most of that time is the optimiser's, not the task's. The *fast budget*
 (``Budget.fast()``, what ``python benchmarks/oversquash.py`` runs by default) changes
-only the optimisation: batches of 256, AdamW with a decoupled weight decay of 0.1, a
+only the optimisation: batches of 256, AdamW with a decoupled weight decay of 0.03, a
 linear warm-up to a peak learning rate of :math:`3 \cdot 10^{-3}`, a cosine decay to 0,
 an evaluation every 5 epochs, and a stop as soon as the train accuracy is 1.0. The
 model, its width (32), its :math:`r + 1` layers, the data sets and the metric (train
