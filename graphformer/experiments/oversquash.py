@@ -151,8 +151,9 @@ def plan_fully_adjacent(settings: Settings, rows: List[Dict],
                         complete: bool = False) -> List[Dict]:
     r"""One fully-adjacent run per model and seed, at the depth where the model fails;
     none for a model that reached the threshold at every depth studied (there is no
-    bottleneck to remove); none at all when ``settings.controls`` is off. With ``complete``, only for the models and seeds whose plain
-    tree runs are all in ``rows`` (so that a sweep can start them while others run)."""
+    bottleneck to remove); none at all when ``settings.controls`` is off. With
+    ``complete``, only for the models and seeds whose plain tree runs are all in ``rows``
+    (so that a sweep can start them while others run)."""
     if not settings.controls or "tree" not in settings.tasks or settings.tree_variant != "plain":
         return []
     runs = []
