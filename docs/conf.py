@@ -98,10 +98,8 @@ napoleon_use_rtype = False
 add_module_names = False
 
 # -- doctest ------------------------------------------------------------------------------
-doctest_global_setup = """
-import torch
-torch.manual_seed(0)
-"""
+# No global set-up: every example imports what it uses, so that it runs when pasted into a
+# fresh interpreter (tests/test_snippets.py runs the same examples that way).
 
 # -- plot directive (the picture on the landing page) --------------------------------------
 plot_include_source = False

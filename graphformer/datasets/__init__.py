@@ -9,3 +9,4 @@ from .oversquash import (  # noqa: F401
 from .causal import (  # noqa: F401
     CopyFirstToken, CopyLastToken, CountOnes, causal_graph,
 )
+from .corpora import CORPORA, PublicCorpus, prepare_corpus  # noqa: F401
