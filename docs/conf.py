@@ -70,7 +70,7 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 # no left navigation where the page needs the width (code, wide tables, the landing page)
-html_sidebars = {"index": [], "install": [], "results": [], "api": [], "gpu": [],
+html_sidebars = {"index": [], "install": [], "results": [], "results_*": [], "api": [], "gpu": [],
                  "auto_examples/*": [], "gen_modules/api/*": []}
 html_show_sourcelink = False
 

@@ -70,7 +70,8 @@ plt.show()
 
 # %%
 # Both loops solve depth 2; the fast budget gets there in fewer epochs. At depth 3 the
-# difference is what makes a 15-minute run possible: see the time-to-solve table on the
+# difference is what lets the default run (``make run``) cover depth 3 for all four models
+# on a 2-core CPU: see the time-to-solve table on the
 # :doc:`results page <../results_oversquash>`.
 #
 # The control: a fully-adjacent last layer
