@@ -29,7 +29,17 @@ def check_edge_index(edge_index: Tensor, num_nodes: Optional[int] = None, *,
                      name: str = "edge_index", of: str = "x") -> None:
     r"""Raises a clear error when ``edge_index`` is not a valid ``[2, E]`` index tensor
     (for ``num_nodes`` nodes, when given: the rows of ``x``, or the nodes of a graph
-    when ``of="graph"``)."""
+    when ``of="graph"``).
+
+    Example:
+        >>> import torch
+        >>> from graphformer.graph import check_edge_index
+        >>> check_edge_index(torch.tensor([[0, 1], [1, 2]]), 3)  # valid: returns None
+        >>> check_edge_index(torch.tensor([[0, 1], [1, 5]]), 3)
+        Traceback (most recent call last):
+            ...
+        ValueError: edge_index has node 5 but x has 3 rows
+    """
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [2, E] or a CausalGraph, "
                         f"got {type(edge_index).__name__}")
@@ -86,6 +96,17 @@ class CausalGraph:
         removed_edges (torch.Tensor, optional): ``[2, E-]`` global edges to remove.
         explicit (torch.Tensor, optional): ``[2, E]`` the whole edge set (the rule is
             then ignored).
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> graph = CausalGraph.from_lengths([2, 3])  # two sequences, 5 nodes
+        >>> graph
+        CausalGraph(num_nodes=5, num_sequences=2, max_length=3)
+        >>> graph.num_edges  # 3 + 6 causal edges, self-loops included
+        9
+        >>> graph.batch, graph.position
+        (tensor([0, 0, 1, 1, 1]), tensor([0, 1, 0, 1, 2]))
     """
 
     def __init__(self, ptr: Tensor, *, causal: bool = True, window: Optional[int] = None,
@@ -134,7 +155,16 @@ class CausalGraph:
     def from_lengths(cls, lengths: Union[Tensor, Sequence[int]], *,
                      window: Optional[int] = None, causal: bool = True) -> "CausalGraph":
         r"""One sequence per entry of ``lengths``, nodes laid out one sequence after
-        the other."""
+        the other.
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> CausalGraph.from_lengths([3]).edge_index
+            tensor([[0, 0, 1, 0, 1, 2],
+                    [0, 1, 1, 2, 2, 2]])
+            >>> CausalGraph.from_lengths([3], causal=False).num_edges
+            9
+        """
         lengths = _as_long(lengths, "lengths").flatten()
         if lengths.numel() == 0 or bool((lengths < 1).any()):
             raise ValueError(f"lengths must be positive integers, got {lengths.tolist()}")
@@ -144,7 +174,15 @@ class CausalGraph:
     @classmethod
     def from_batch(cls, batch: Tensor, *, window: Optional[int] = None,
                    causal: bool = True) -> "CausalGraph":
-        r"""From a PyG ``batch`` vector (sorted, as produced by a ``DataLoader``)."""
+        r"""From a PyG ``batch`` vector (sorted, as produced by a ``DataLoader``).
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_batch(torch.tensor([0, 0, 1, 1, 1]))
+            >>> graph.ptr
+            tensor([0, 2, 5])
+        """
         batch = _as_long(batch, "batch")
         if batch.dim() != 1 or batch.numel() == 0:
             raise ValueError("batch must be a non-empty 1-D tensor")
@@ -166,7 +204,18 @@ class CausalGraph:
         plain ``edge_index`` the edge-wise kernel counts a repeated edge twice in the
         softmax (as PyG does). A layer's ``batch=`` therefore keeps a multigraph on the
         edge-wise kernel; ``allow_duplicates=False`` refuses a multigraph here with a
-        clear error instead, for code that needs the set to equal the list."""
+        clear error instead, for code that needs the set to equal the list.
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> edges = torch.tensor([[0, 0, 1, 2], [0, 1, 1, 2]])  # no edge into 2 from 0, 1
+            >>> graph = CausalGraph.from_edge_index(edges, batch=torch.tensor([0, 0, 0]))
+            >>> graph.dense_mask()[0].long()
+            tensor([[1, 0, 0],
+                    [1, 1, 0],
+                    [0, 0, 1]])
+        """
         graph = cls.from_batch(batch, causal=causal)
         check_edge_index(edge_index, graph.num_nodes, of="graph given by batch")
         if not allow_duplicates:
@@ -193,18 +242,47 @@ class CausalGraph:
         return CausalGraph(self.ptr, **kwargs)
 
     def with_window(self, window: Optional[int]) -> "CausalGraph":
-        r"""The same graph with a sliding window of width ``window``."""
+        r"""The same graph with a sliding window of width ``window``.
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> CausalGraph.from_lengths([4]).with_window(2).dense_mask()[0].long()
+            tensor([[1, 0, 0, 0],
+                    [1, 1, 0, 0],
+                    [0, 1, 1, 0],
+                    [0, 0, 1, 1]])
+        """
         self._no_explicit("a window")
         return self._replace(window=window)
 
     def with_documents(self, document: Tensor) -> "CausalGraph":
-        r"""The same graph cut at document boundaries (``document``: an id per node)."""
+        r"""The same graph cut at document boundaries (``document``: an id per node).
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_lengths([4]).with_documents(torch.tensor([0, 0, 1, 1]))
+            >>> graph.dense_mask()[0].long()
+            tensor([[1, 0, 0, 0],
+                    [1, 1, 0, 0],
+                    [0, 0, 1, 0],
+                    [0, 0, 1, 1]])
+        """
         self._no_explicit("documents")
         return self._replace(document=document)
 
     def add_edges(self, edge_index: Tensor) -> "CausalGraph":
         r"""The same graph plus the global edges ``edge_index`` ``[2, E]``. Rules compose
-        in call order: an edge removed earlier and added here is in the graph."""
+        in call order: an edge removed earlier and added here is in the graph.
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_lengths([3]).with_window(1)  # self-loops only
+            >>> graph.add_edges(torch.tensor([[0], [2]])).edge_index  # plus 0 -> 2
+            tensor([[0, 1, 0, 2],
+                    [0, 1, 2, 2]])
+        """
         edge_index = self._checked(edge_index, "extra edges")
         if self.explicit is not None:
             return self._replace(explicit=torch.cat([self.explicit, edge_index], 1))
@@ -217,7 +295,16 @@ class CausalGraph:
     def remove_edges(self, edge_index: Tensor) -> "CausalGraph":
         r"""The same graph without the global edges ``edge_index`` ``[2, E]``. Rules
         compose in call order: an edge added earlier and removed here is not in the
-        graph."""
+        graph.
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_lengths([3]).remove_edges(torch.tensor([[0], [2]]))
+            >>> graph.edge_index  # the causal DAG without 0 -> 2
+            tensor([[0, 0, 1, 1, 2],
+                    [0, 1, 1, 2, 2]])
+        """
         edge_index = self._checked(edge_index, "removed edges")
         if self.explicit is not None:
             keep = ~_isin_pairs(self.explicit, edge_index, self.num_nodes)
@@ -298,7 +385,15 @@ class CausalGraph:
 
     def to_padded(self, x: Tensor) -> Tensor:
         r"""Node features ``[N, ...]`` to the padded layout ``[B, T, ...]`` (zeros in
-        padding). A view, without a copy, when all sequences have the same length."""
+        padding). A view, without a copy, when all sequences have the same length.
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_lengths([2, 3])
+            >>> graph.to_padded(torch.arange(5)).tolist()  # sequence 0 padded with a zero
+            [[0, 1, 0], [2, 3, 4]]
+        """
         B, T = self.num_sequences, self.max_length
         if not isinstance(x, Tensor) or x.dim() == 0 or x.size(0) != self.num_nodes:
             got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -311,7 +406,16 @@ class CausalGraph:
         return out.view(B, T, *x.shape[1:])
 
     def from_padded(self, x: Tensor) -> Tensor:
-        r"""The inverse of :meth:`to_padded`: ``[B, T, ...]`` to ``[N, ...]``."""
+        r"""The inverse of :meth:`to_padded`: ``[B, T, ...]`` to ``[N, ...]``.
+
+        Example:
+            >>> import torch
+            >>> from graphformer import CausalGraph
+            >>> graph = CausalGraph.from_lengths([2, 3])
+            >>> x = torch.randn(5, 8)
+            >>> torch.equal(graph.from_padded(graph.to_padded(x)), x)
+            True
+        """
         B, T = self.num_sequences, self.max_length
         if not isinstance(x, Tensor) or x.dim() < 2 or tuple(x.shape[:2]) != (B, T):
             got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -324,7 +428,18 @@ class CausalGraph:
     def dense_mask(self) -> Tensor:
         r"""``[B, T, T]`` boolean mask; ``mask[b, i, j]`` is ``True`` when position ``j``
         of sequence ``b`` sends a message to position ``i``. Padding rows and columns are
-        ``False``. Cached."""
+        ``False``. Cached.
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> mask = CausalGraph.from_lengths([2, 3]).dense_mask()
+            >>> mask.shape
+            torch.Size([2, 3, 3])
+            >>> mask[0].long()  # sequence 0 has length 2: row and column 2 are padding
+            tensor([[1, 0, 0],
+                    [1, 1, 0],
+                    [0, 0, 0]])
+        """
         if self._dense is None:
             self._dense = self._build_dense_mask()
         return self._dense
@@ -365,7 +480,14 @@ class CausalGraph:
     @property
     def edge_index(self) -> Tensor:
         r"""``[2, E]`` edge list (row 0 sources, row 1 targets), sorted by target then
-        source, without duplicates. Built lazily and cached."""
+        source, without duplicates. Built lazily and cached.
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> CausalGraph.from_lengths([2, 2]).edge_index  # node ids are global
+            tensor([[0, 0, 1, 2, 2, 3],
+                    [0, 1, 1, 2, 3, 3]])
+        """
         if self._edge_index is None:
             if self.explicit is not None:
                 self._edge_index = _coalesce_by_target(self.explicit, self.num_nodes)
@@ -442,7 +564,18 @@ def _isin_pairs(edges: Tensor, query: Tensor, num_nodes: int) -> Tensor:
 def as_edge_index(edge_index: Union[Tensor, CausalGraph]) -> Tensor:
     r"""The one place a :class:`CausalGraph` becomes the plain ``[2, E]`` tensor that
     PyG layers (``GCNConv``, ``GINConv``, ``GATConv``, ...) understand; tensors pass
-    through unchanged."""
+    through unchanged.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.nn import GCNConv
+        >>> from graphformer import CausalGraph, as_edge_index
+        >>> graph = CausalGraph.from_lengths([3, 4])
+        >>> as_edge_index(graph).shape
+        torch.Size([2, 16])
+        >>> GCNConv(8, 16)(torch.randn(7, 8), as_edge_index(graph)).shape
+        torch.Size([7, 16])
+    """
     if isinstance(edge_index, CausalGraph):
         return edge_index.edge_index
     return edge_index
