@@ -15,7 +15,17 @@ LAYOUTS = ('suffix', 'prefix', 'every')
 
 
 class PausedGraph(NamedTuple):
-    r"""What :class:`AddPauseTokens` returns for a :class:`CausalGraph`."""
+    r"""What :class:`AddPauseTokens` returns for a :class:`CausalGraph`.
+
+    Example:
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.transforms import AddPauseTokens
+        >>> graph, pause_mask, index = AddPauseTokens(2)(CausalGraph.from_lengths([3]))
+        >>> graph
+        CausalGraph(num_nodes=5, num_sequences=1, max_length=5)
+        >>> pause_mask, index  # two pauses after the 3 tokens, which keep their indices
+        (tensor([False, False, False,  True,  True]), tensor([0, 1, 2]))
+    """
     graph: CausalGraph  #: the token DAG with the pause nodes
     pause_mask: Tensor  #: :obj:`[N_new]`, :obj:`True` at pause nodes
     index: Tensor  #: :obj:`[N_old]`, new node index of every old node
@@ -56,6 +66,17 @@ def pause_layout(
     Returns:
         :obj:`(new_lengths [B], index [N_old], pause_mask [N_new])`, with
         :obj:`index` the new position (global node index) of every old node.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.transforms import pause_layout
+        >>> lengths, index, pause_mask = pause_layout(torch.tensor([3, 4]), 1, "every", every=2)
+        >>> lengths  # one pause after every complete pair of tokens
+        tensor([4, 6])
+        >>> index
+        tensor([0, 1, 3, 4, 5, 7, 8])
+        >>> pause_mask.nonzero().flatten()
+        tensor([2, 6, 9])
     """
     if not isinstance(lengths, Tensor) or lengths.dim() != 1 \
             or lengths.is_floating_point() or lengths.dtype == torch.bool:
@@ -143,6 +164,18 @@ class AddPauseTokens(BaseTransform):
         causal (bool, optional): For :obj:`Data` with :obj:`edge_index`:
             whether pause nodes connect causally (:obj:`True`) or to every
             node of the sequence. (default: :obj:`True`)
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> from graphformer.transforms import AddPauseTokens
+        >>> data = Data(x=torch.tensor([5, 6, 7]), y=torch.tensor([1, 2, 3]),
+        ...             root_index=torch.tensor([2]))
+        >>> out = AddPauseTokens(2)(data)
+        >>> out.x, out.y  # pause token -1; y ignored (-100) at the pauses
+        (tensor([ 5,  6,  7, -1, -1]), tensor([   1,    2,    3, -100, -100]))
+        >>> out.root_index  # the read-out moves to the last pause
+        tensor([4])
     """
 
     def __init__(

@@ -1,4 +1,16 @@
-r"""Rewiring transforms against over-squashing."""
+r"""Rewiring transforms against over-squashing.
+
+:class:`VirtualNode` is PyG's own transform, re-exported here: one extra node joined to
+every node in both directions.
+
+Example:
+    >>> import torch
+    >>> from torch_geometric.data import Data
+    >>> from graphformer.transforms import VirtualNode
+    >>> data = Data(x=torch.randn(4, 8), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]))
+    >>> VirtualNode()(data)  # node 4 is the virtual node: 3 + 2 * 4 edges
+    Data(x=[5, 8], edge_index=[2, 11], edge_type=[11])
+"""
 from typing import Optional
 
 import torch
@@ -36,6 +48,15 @@ def fully_adjacent_edges(
 
     Returns:
         :obj:`[2, E]` edges, sorted by target.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.transforms import fully_adjacent_edges
+        >>> fully_adjacent_edges(4, root_index=torch.tensor([3]))  # every node -> root 3
+        tensor([[0, 1, 2, 3],
+                [3, 3, 3, 3]])
+        >>> fully_adjacent_edges(3, mode="all").shape  # all 3 x 3 pairs
+        torch.Size([2, 9])
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: "
@@ -127,6 +148,16 @@ class FullyAdjacentLastLayer(BaseTransform):
             :obj:`"root"`)
         key (str, optional): Attribute to write. (default:
             :obj:`"last_edge_index"`)
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.data import Data
+        >>> from graphformer.transforms import FullyAdjacentLastLayer
+        >>> path = Data(x=torch.randn(4, 8), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]),
+        ...             root_index=torch.tensor([3]))
+        >>> FullyAdjacentLastLayer()(path).last_edge_index  # node 0 is one hop from the root
+        tensor([[0, 1, 2, 3],
+                [3, 3, 3, 3]])
     """
 
     def __init__(self, mode: str = 'root',
