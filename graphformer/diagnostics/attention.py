@@ -48,6 +48,15 @@ def attention_to_position(
 
     Returns:
         :obj:`[H]` mean attention per head.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.diagnostics import attention_to_position
+        >>> sink = torch.zeros(4, 4)
+        >>> sink[:, 0] = 1  # every query attends to the first token only
+        >>> attn = torch.stack([sink, torch.eye(4)])  # [H=2, T=4, T=4]; head 1: to itself
+        >>> attention_to_position(attn)
+        tensor([1.0000, 0.2500])
     """
     if isinstance(attn, (tuple, list)):
         if len(attn) != 2:
@@ -136,6 +145,14 @@ def attention_sink_score(
 
     Returns:
         The score in :math:`[0, 1]`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.diagnostics import attention_sink_score
+        >>> sink = torch.zeros(4, 4)
+        >>> sink[:, 0] = 1
+        >>> attention_sink_score(torch.stack([sink, torch.eye(4)]))  # 1 of 2 heads is a sink
+        0.5
     """
     if isinstance(attn, list) or (isinstance(attn, tuple) and not (
             len(attn) == 2 and isinstance(attn[0], Tensor)

@@ -131,6 +131,16 @@ def jacobian_sensitivity(
     Returns:
         :obj:`[S]` for an int :obj:`target`, else :obj:`[T, S]` (row =
         target, column = source), detached.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.nn import SimpleConv
+        >>> from graphformer.diagnostics import jacobian_sensitivity
+        >>> path = torch.tensor([[0, 1, 2], [1, 2, 3]])  # 0 -> 1 -> 2 -> 3
+        >>> conv = SimpleConv(combine_root="sum")  # x_i + sum of its neighbours
+        >>> fn = lambda x: conv(conv(x, path), path)  # two layers: x_3 + 2 x_2 + x_1
+        >>> jacobian_sensitivity(fn, torch.randn(4, 1), target=3)  # node 0 is 3 hops away
+        tensor([0., 1., 2., 1.])
     """
     x = _leaf_input(x)
     N = x.size(0)
@@ -148,7 +158,18 @@ def jacobian_sensitivity(
 
 
 class SensitivityProfile(NamedTuple):
-    r"""Mean Jacobian sensitivity per hop distance."""
+    r"""Mean Jacobian sensitivity per hop distance, what
+    :func:`sensitivity_vs_distance` returns.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import sensitivity_vs_distance
+        >>> graph = CausalGraph.from_lengths([5])  # every earlier token is 1 hop away
+        >>> profile = sensitivity_vs_distance(lambda x: x.cumsum(0), torch.randn(5, 1), graph, 4)
+        >>> profile.distance, profile.mean, profile.count
+        (tensor([0, 1]), tensor([1., 1.]), tensor([1, 4]))
+    """
     distance: Tensor  #: hop distances :obj:`[K]` (0, 1, ...)
     mean: Tensor  #: mean sensitivity at each distance :obj:`[K]`
     count: Tensor  #: number of (target, source) pairs averaged :obj:`[K]`
@@ -187,6 +208,17 @@ def sensitivity_vs_distance(
 
     Returns:
         :class:`SensitivityProfile` :obj:`(distance, mean, count)`.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.nn import SimpleConv
+        >>> from graphformer.diagnostics import sensitivity_vs_distance
+        >>> path = torch.tensor([[0, 1, 2], [1, 2, 3]])
+        >>> conv = SimpleConv(combine_root="sum")
+        >>> fn = lambda x: conv(conv(x, path), path)
+        >>> profile = sensitivity_vs_distance(fn, torch.randn(4, 1), path, target=3)
+        >>> profile.distance, profile.mean  # nothing arrives from 3 hops away in 2 layers
+        (tensor([0, 1, 2, 3]), tensor([1., 2., 1., 0.]))
     """
     N = x.size(0) if isinstance(x, Tensor) else None
     ei, N = resolve_graph(edge_index, N)
@@ -247,6 +279,16 @@ def runway_profile(
     Returns:
         :obj:`[L + 1, N]` for an int :obj:`target`, else
         :obj:`[L + 1, T, N]`, detached.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.diagnostics import runway_profile
+        >>> def states(x):  # two sum layers on the dense causal DAG
+        ...     return [x, x.cumsum(0), x.cumsum(0).cumsum(0)]
+        >>> runway_profile(states, torch.randn(4, 1))  # last row: the causal path counts
+        tensor([[0., 0., 0., 1.],
+                [1., 1., 1., 1.],
+                [4., 3., 2., 1.]])
     """
     x = _leaf_input(x)
     N = x.size(0)

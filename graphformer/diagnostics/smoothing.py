@@ -40,6 +40,16 @@ def dirichlet_energy(
 
     Returns:
         A scalar tensor, or :obj:`[num_graphs]` when :obj:`batch` is given.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import dirichlet_energy
+        >>> x = torch.tensor([[0.0], [0.0], [3.0]])
+        >>> dirichlet_energy(x, CausalGraph.from_lengths([3]))  # edges 0->2, 1->2: (9 + 9) / 3
+        tensor(6.)
+        >>> dirichlet_energy(torch.ones(3, 4), CausalGraph.from_lengths([3]))  # all equal
+        tensor(0.)
     """
     if not isinstance(x, Tensor) or x.dim() < 1:
         raise TypeError("x must be a tensor of node states [N, ...]")
@@ -92,6 +102,14 @@ def dirichlet_energy_per_layer(
     Returns:
         :obj:`[L + 1]` (or :obj:`[L + 1, num_graphs]` with :obj:`batch`),
         detached.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import dirichlet_energy_per_layer
+        >>> states = [torch.tensor([[0.0], [0.0], [3.0]]), torch.ones(3, 1)]  # smoothed out
+        >>> dirichlet_energy_per_layer(states, CausalGraph.from_lengths([3]))
+        tensor([6., 0.])
     """
     if isinstance(states, Tensor) or len(states) == 0:
         raise TypeError("states must be a non-empty list of node-state tensors")

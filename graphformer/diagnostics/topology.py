@@ -42,6 +42,15 @@ def hop_distance(
 
     Returns:
         :obj:`LongTensor [N]`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.diagnostics import hop_distance
+        >>> path = torch.tensor([[0, 1, 2], [1, 2, 3]])  # 0 -> 1 -> 2 -> 3
+        >>> hop_distance(path, num_nodes=4, target=3)
+        tensor([3, 2, 1, 0])
+        >>> hop_distance(path, num_nodes=4, target=0)  # nothing flows back to 0
+        tensor([ 0, -1, -1, -1])
     """
     ei, N = resolve_graph(edge_index, num_nodes)
     target = check_node_int(target, "target")
@@ -92,6 +101,14 @@ def path_counts(
 
     Returns:
         :obj:`[N, N]` dense counts.
+
+    Example:
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import path_counts
+        >>> path_counts(CausalGraph.from_lengths([3]), num_layers=2).long()  # row = target
+        tensor([[1, 0, 0],
+                [2, 1, 0],
+                [3, 2, 1]])
     """
     ei, N = resolve_graph(edge_index, num_nodes)
     num_layers = check_int("num_layers", num_layers, 0, error=ValueError)
@@ -126,6 +143,16 @@ def causal_path_counts(
 
     Returns:
         :obj:`[T]`, entry :math:`i` = paths from :math:`i` to :obj:`target`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import causal_path_counts, path_counts
+        >>> causal_path_counts(4, num_layers=2).long()  # the first token has the most paths
+        tensor([4, 3, 2, 1])
+        >>> counts = path_counts(CausalGraph.from_lengths([4]), num_layers=2)
+        >>> torch.equal(causal_path_counts(4, num_layers=2), counts[-1])  # = the last row
+        True
     """
     length = check_int("length", length, 1, error=ValueError)
     num_layers = check_int("num_layers", num_layers, 1, error=ValueError)
@@ -189,6 +216,16 @@ def effective_resistance(
 
     Returns:
         :obj:`[N, N]` float64 matrix, or a float for a :obj:`pair`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.diagnostics import effective_resistance
+        >>> path = torch.tensor([[0, 1, 2], [1, 2, 3]])
+        >>> round(effective_resistance(path, 4, pair=(0, 3)), 6)  # = the distance on a path
+        3.0
+        >>> triangle = torch.tensor([[0, 1, 2], [1, 2, 0]])
+        >>> round(effective_resistance(triangle, 3, pair=(0, 1)), 6)  # 1 in parallel with 2
+        0.666667
     """
     Lp, comp = _laplacian_pinv(edge_index, num_nodes)
     N = Lp.size(0)
@@ -235,6 +272,15 @@ def spectral_gap(
 
     Returns:
         :math:`\lambda_1` as a float.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.diagnostics import spectral_gap
+        >>> round(spectral_gap(CausalGraph.from_lengths([4])), 6)  # K_4: 4 / 3
+        1.333333
+        >>> spectral_gap(torch.tensor([[0, 2], [1, 3]]), 4)  # two components: no gap
+        0.0
     """
     ei, N = resolve_graph(edge_index, num_nodes)
     if N < 2:
