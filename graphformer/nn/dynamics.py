@@ -271,6 +271,16 @@ class Oracle(nn.Module):
         activation (callable, optional): applied between the conv and ``out``.
         graph (str, optional): which graph to use when the stack is given a dict of graphs
             (e.g. ``"local"`` and ``"global"`` in a hybrid model).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_geometric.nn import GCNConv
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import Oracle
+        >>> oracle = Oracle(GCNConv(16, 16), norm=nn.LayerNorm(16), activation=torch.relu)
+        >>> oracle(torch.randn(8, 16), CausalGraph.from_lengths([3, 5])).shape
+        torch.Size([8, 16])
     """
     accepts_causal_graph = True
 
@@ -317,6 +327,20 @@ class Stack(nn.Module):
         method_kwargs (dict, optional): passed to the method (initial scalars, ...).
         post_norm (bool): a LayerNorm after each layer, ``x <- LN(x)`` (post-norm
             residual networks, as in Alon & Yahav's ``x <- LN(x + ReLU(conv(x)))``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import AttentionConv, FeedForward, Oracle, Stack
+        >>> def block():  # a pre-norm Transformer block: attention, then the MLP
+        ...     return [Oracle(AttentionConv(16, 4, heads=4), norm=nn.LayerNorm(16)),
+        ...             Oracle(FeedForward(16), norm=nn.LayerNorm(16))]
+        >>> stack = Stack([block(), block()], method="nesterov", channels=16)
+        >>> x, graph = torch.randn(8, 16), CausalGraph.from_lengths([3, 5])
+        >>> out, states = stack(x, graph, return_states=True)
+        >>> out.shape, len(states)  # states: x_0, x_1, x_2
+        (torch.Size([8, 16]), 3)
     """
 
     def __init__(self, layers: Sequence[Sequence[nn.Module]], method: Union[str, type] = "gd",

@@ -39,6 +39,17 @@ class DeepSetsConv(MessagePassing):
         bias (bool, optional): learn additive biases. (default: :obj:`True`)
         path (str, optional): ``"auto"``, ``"edge"`` or ``"prefix"``.
             (default: :obj:`"auto"`)
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import DeepSetsConv
+        >>> graph, x = CausalGraph.from_lengths([3, 5]), torch.randn(8, 16)
+        >>> conv = DeepSetsConv(16, 32)
+        >>> conv(x, graph).shape
+        torch.Size([8, 32])
+        >>> torch.allclose(conv(x, graph), conv(x, graph, path="edge"), atol=1e-5)  # prefix sum
+        True
     """
 
     accepts_causal_graph = True

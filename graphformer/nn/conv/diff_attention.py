@@ -15,7 +15,13 @@ from graphformer.nn.conv.attention import AttentionConv, GraphLike, uses_pyg_mac
 
 def lambda_init_for_depth(layer: int) -> float:
     r""":math:`\lambda_{\text{init}} = 0.8 - 0.6\, e^{-0.3\, l}` for the 0-based layer
-    index :math:`l` (Ye et al. 2024)."""
+    index :math:`l` (Ye et al. 2024).
+
+    Example:
+        >>> from graphformer.nn.conv import lambda_init_for_depth
+        >>> [round(lambda_init_for_depth(layer), 3) for layer in range(4)]
+        [0.2, 0.356, 0.471, 0.556]
+    """
     return 0.8 - 0.6 * math.exp(-0.3 * layer)
 
 
@@ -49,6 +55,18 @@ class DiffAttentionConv(AttentionConv):
         lambda_init (float, optional): overrides the depth rule.
         head_norm (bool, optional): the per-head RMSNorm. (default: :obj:`True`)
         **kwargs: the other arguments of :class:`AttentionConv`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import DiffAttentionConv
+        >>> graph, x = CausalGraph.from_lengths([3, 5]), torch.randn(8, 16)
+        >>> conv = DiffAttentionConv(16, 4, heads=4, layer=2)
+        >>> out = conv(x, graph)  # a fused kernel on the CausalGraph
+        >>> out.shape  # heads concatenated
+        torch.Size([8, 16])
+        >>> torch.allclose(out, conv(x, graph.edge_index), atol=1e-5)  # = the edge-wise path
+        True
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, layer: int = 0,

@@ -35,6 +35,16 @@ class FeedForward(MessagePassing):
         bias (bool, optional): learn additive biases. (default: :obj:`True`)
         activation (str, optional): ``"gelu"``, ``"gelu_tanh"`` or ``"relu"``.
             (default: :obj:`"gelu"`)
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import FeedForward
+        >>> mlp, x = FeedForward(16), torch.randn(8, 16)
+        >>> mlp
+        FeedForward(16, 64)
+        >>> torch.equal(mlp(x, CausalGraph.from_lengths([3, 5])), mlp(x))  # edges ignored
+        True
     """
 
     accepts_causal_graph = True
