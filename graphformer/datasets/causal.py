@@ -45,6 +45,16 @@ def causal_graph(data: Data, *, window: Optional[int] = None) -> CausalGraph:
     Args:
         data (Data): A sequence or a batch of sequences.
         window (int, optional): Sliding-window width. (default: :obj:`None`)
+
+    Example:
+        >>> from torch_geometric.loader import DataLoader
+        >>> from graphformer.datasets import CopyFirstToken, causal_graph
+        >>> dataset = CopyFirstToken(length=6, num_sequences=100)
+        >>> batch = next(iter(DataLoader(dataset, batch_size=4)))
+        >>> causal_graph(batch)
+        CausalGraph(num_nodes=24, num_sequences=4, max_length=6)
+        >>> causal_graph(dataset[0], window=2)
+        CausalGraph(num_nodes=6, num_sequences=1, max_length=6, window=2)
     """
     batch = getattr(data, 'batch', None)
     if batch is None:
@@ -135,6 +145,17 @@ class CopyFirstToken(_CopyTask):
     connected source of the causal DAG, but its signal is mixed with every
     other token's on the way (Barbero et al., 2024).""" + _ARGS + r"""        vocab_size (int, optional): :math:`V`, also the number of classes.
             (default: :obj:`2`)
+
+    Example:
+        >>> import torch
+        >>> from graphformer.datasets import CopyFirstToken
+        >>> dataset = CopyFirstToken(length=6, num_sequences=100, vocab_size=4)
+        >>> dataset
+        CopyFirstToken(length=6, num_sequences=100, num_classes=4)
+        >>> dataset[0]  # token ids, the label, the read-out at the last position
+        Data(x=[6], y=[1], root_mask=[6], root_index=[1])
+        >>> torch.equal(dataset.tokens[:, 0], torch.cat([data.y for data in dataset]))
+        True
 """
 
     def __init__(self, length: int, num_sequences: int = 1000, seed: int = 0,
@@ -162,6 +183,15 @@ class CopyLastToken(_CopyTask):
             (default: :obj:`2`)
         background (str, optional): :obj:`"random"` or :obj:`"ones"`.
             (default: :obj:`"random"`)
+
+    Example:
+        >>> import torch
+        >>> from graphformer.datasets import CopyLastToken
+        >>> dataset = CopyLastToken(length=5, num_sequences=10, background="ones")
+        >>> dataset.tokens[:, :-1].unique()  # 1 ... 1 y
+        tensor([1])
+        >>> torch.equal(dataset.tokens[:, -1], torch.cat([data.y for data in dataset]))
+        True
 """
 
     def __init__(self, length: int, num_sequences: int = 1000, seed: int = 0,
@@ -191,7 +221,16 @@ class CountOnes(_CausalSequenceTask):
     out at position :math:`T-1`. The count is drawn uniformly (balanced
     classes) and the ones are placed at random positions. Counting needs
     the read-out to keep a sum of :math:`T` inputs apart, which a softmax
-    average cannot do exactly (Barbero et al., 2024).""" + _ARGS
+    average cannot do exactly (Barbero et al., 2024).""" + _ARGS + r"""
+    Example:
+        >>> import torch
+        >>> from graphformer.datasets import CountOnes
+        >>> dataset = CountOnes(length=4, num_sequences=10)
+        >>> dataset
+        CountOnes(length=4, num_sequences=10, num_classes=5)
+        >>> torch.equal(dataset.tokens.sum(1), torch.cat([data.y for data in dataset]))
+        True
+"""
 
     def _classes(self) -> int:
         return self.length + 1

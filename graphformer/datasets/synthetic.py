@@ -42,6 +42,15 @@ def binary_tree_batch(num_trees: int, depth: int, *, both_directions: bool = Fal
     Returns:
         ``(edge_index [2, E], batch [N])``, with the nodes of tree ``t`` at
         ``t * n, ..., t * n + n - 1``.
+
+    Example:
+        >>> from graphformer.datasets.synthetic import binary_tree_batch
+        >>> edge_index, batch = binary_tree_batch(2, depth=1)  # two trees of 3 nodes
+        >>> edge_index  # child -> parent, then the self-loops
+        tensor([[1, 2, 0, 1, 2, 4, 5, 3, 4, 5],
+                [0, 0, 0, 1, 2, 3, 3, 3, 4, 5]])
+        >>> batch
+        tensor([0, 0, 0, 1, 1, 1])
     """
     num_trees = check_int("num_trees", num_trees, 1, error=ValueError)
     depth = check_int("depth", depth, 0, 20, error=ValueError)
@@ -75,6 +84,16 @@ def packed_documents(num_sequences: int, length: int, mean_length: float, *,
 
     Returns:
         ``[num_sequences * length]`` non-decreasing document ids.
+
+    Example:
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.datasets.synthetic import packed_documents
+        >>> document = packed_documents(2, 8, mean_length=4.0)
+        >>> document.shape, bool(document[8] > document[7])  # sequence 1 starts a document
+        (torch.Size([16]), True)
+        >>> graph = CausalGraph.from_lengths([8, 8])
+        >>> graph.with_documents(document).num_edges < graph.num_edges
+        True
     """
     if num_sequences < 1 or length < 1:
         raise ValueError(f"num_sequences and length must be positive, got "
