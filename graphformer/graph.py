@@ -501,7 +501,19 @@ class CausalGraph:
         r"""A FlexAttention ``BlockMask`` of the same edge set, over the padded
         ``[B, T]`` layout. Rules are expressed as closed-form ``mask_mod`` functions so
         FlexAttention can skip empty blocks; explicit edges are looked up in
-        :meth:`dense_mask`. Cached per ``block_size``."""
+        :meth:`dense_mask`. Cached per ``block_size``.
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> mask = CausalGraph.from_lengths([512]).with_window(100).block_mask()
+            >>> mask.shape
+            (1, 1, 512, 512)
+            >>> mask.to_dense()[0, 0]  # blocks of 128: FlexAttention skips the empty ones
+            tensor([[1, 0, 0, 0],
+                    [1, 1, 0, 0],
+                    [0, 1, 1, 0],
+                    [0, 0, 1, 1]], dtype=torch.int32)
+        """
         from torch.nn.attention.flex_attention import create_block_mask
 
         block_size = check_int("block_size", block_size, 1, error=ValueError)
