@@ -9,3 +9,6 @@ from .oversquash import (  # noqa: F401
 from .causal import (  # noqa: F401
     CopyFirstToken, CopyLastToken, CountOnes, causal_graph,
 )
+from .molecules import (  # noqa: F401
+    MolecularRegression, penalized_logp, smiles_to_graph,
+)
