@@ -40,9 +40,10 @@ def takes_edge_attr(conv: nn.Module) -> bool:
 def gps_layer(channels: int, local: nn.Module, heads: int = 4, dropout: float = 0.0,
               attn_dropout: float = 0.0, norm: Optional[str] = "batch",
               norm_position: str = "post", mlp_ratio: int = 2,
-              edge_features: bool = False) -> list:
+              edge_features: bool = False, global_attention: bool = True) -> list:
     r"""The three oracles of one GPS layer: ``[local, global attention, MLP]``, reading
-    the graphs ``"local"`` and ``"global"``.
+    the graphs ``"local"`` and ``"global"`` (``[local, MLP]`` without
+    ``global_attention``: the MPNN-only ablation).
 
     * local: ``Dropout(local(x, edge_index[, edge_attr]))``;
     * global: ``Dropout(W_o AttentionConv(x, K_G))``, ``AttentionConv`` with
@@ -70,14 +71,16 @@ def gps_layer(channels: int, local: nn.Module, heads: int = 4, dropout: float = 
             return Oracle(conv, norm=n, out=out, graph=graph, inputs=inputs)
         return Oracle(conv, out=out, graph=graph, post_norm=n, inputs=inputs)
 
-    attn = AttentionConv(C, C // heads, heads=heads, root_weight=False, dropout=attn_dropout)
-    return [
-        wrap(local, nn.Dropout(dropout), "local", ("edge_attr",) if edge_features else ()),
-        wrap(attn, nn.Sequential(nn.Linear(C, C), nn.Dropout(dropout)), "global",
-             ("attn_bias",)),
-        wrap(FeedForward(C, mlp_ratio * C, dropout=dropout, activation="relu"), None,
-             "local", ()),
-    ]
+    oracles = [wrap(local, nn.Dropout(dropout), "local",
+                    ("edge_attr",) if edge_features else ())]
+    if global_attention:
+        attn = AttentionConv(C, C // heads, heads=heads, root_weight=False,
+                             dropout=attn_dropout)
+        oracles.append(wrap(attn, nn.Sequential(nn.Linear(C, C), nn.Dropout(dropout)),
+                            "global", ("attn_bias",)))
+    oracles.append(wrap(FeedForward(C, mlp_ratio * C, dropout=dropout, activation="relu"),
+                        None, "local", ()))
+    return oracles
 
 
 def _encoder(spec: Union[int, Sequence[int]], channels: int, name: str) -> nn.Module:
@@ -144,6 +147,7 @@ class HybridModel(nn.Module):
         head_layers (int): layers of the MLP head, halving the width each time (GraphGPS
             on ZINC: 3).
         mlp_ratio (int): the MLP's hidden width over ``hidden_channels``.
+        global_attention (bool): ``False`` drops the attention (the MPNN-only ablation).
         method_kwargs (dict, optional): for the update method.
     """
 
@@ -155,7 +159,8 @@ class HybridModel(nn.Module):
                  norm: Optional[str] = "layer", norm_position: str = "pre",
                  edge_dim: Union[int, Sequence[int], None] = None, pe: Optional[str] = None,
                  pe_dim: Optional[int] = None, pe_channels: int = 16, head_layers: int = 1,
-                 mlp_ratio: int = 2, method_kwargs: Optional[dict] = None) -> None:
+                 mlp_ratio: int = 2, global_attention: bool = True,
+                 method_kwargs: Optional[dict] = None) -> None:
         super().__init__()
         for name, value in dict(hidden_channels=hidden_channels, out_channels=out_channels,
                                 num_layers=num_layers, heads=heads, head_layers=head_layers,
@@ -194,7 +199,8 @@ class HybridModel(nn.Module):
             layers.append(gps_layer(C, conv, heads=heads, dropout=dropout,
                                     attn_dropout=attn_dropout, norm=norm,
                                     norm_position=norm_position, mlp_ratio=mlp_ratio,
-                                    edge_features=edge_features))
+                                    edge_features=edge_features,
+                                    global_attention=global_attention))
         self.stack = Stack(layers, method=method, scheme=scheme, channels=C,
                            method_kwargs=method_kwargs)
         # a pre-norm stack ends with a norm (its residual stream is never normed)
@@ -206,6 +212,7 @@ class HybridModel(nn.Module):
             width = max(1, width // 2)
         self.head = nn.Sequential(*head, nn.Linear(width, out_channels))
         self.readout = readout
+        self.global_attention = global_attention
 
     @staticmethod
     def global_graph(batch: Tensor) -> CausalGraph:
@@ -260,8 +267,12 @@ class HybridModel(nn.Module):
         if batch is None:
             batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
         h, e = self.encode(x, edge_attr, pe)
-        everyone = self.global_graph(batch)
-        h, states = self.stack(h, {"local": edge_index, "global": everyone},
+        graphs = {"local": edge_index}
+        if self.global_attention:
+            graphs["global"] = self.global_graph(batch)
+        elif attn_bias is not None:
+            raise ValueError("attn_bias was given but the model has no global attention")
+        h, states = self.stack(h, graphs,
                                return_states=True, edge_attr=e, attn_bias=attn_bias,
                                batch=batch)
         h = self.norm(h)

@@ -143,6 +143,9 @@ class GradientDescent(UpdateMethod):
     name = "gd"
 
     def step(self, k, x, v, direction):
+        points = getattr(direction, "points", None)
+        if points is not None:
+            return points(x), v
         return x + direction(x), v
 
 
@@ -334,7 +337,8 @@ class Oracle(nn.Module):
     def point(self, x: Tensor, edge_index: Graphs, weight: float = 1.0,
               **inputs: Any) -> Tensor:
         r"""A post-norm oracle's point :math:`N(x + w f(x))`."""
-        h = x + weight * self(x, edge_index, **inputs)
+        d = self(x, edge_index, **inputs)
+        h = x + d if weight == 1.0 else x + weight * d
         if self.norm_with_batch:
             return self.post_norm(h, inputs.get("batch"))
         return self.post_norm(h)
@@ -479,17 +483,27 @@ class Stack(nn.Module):
             raise ValueError("a sub-step mixes post-norm oracles with others: give every "
                              "oracle of a sub-step a post_norm, or none")
 
-        def direction(point: Tensor) -> Tensor:
+        def points(point: Tensor) -> Tensor:
+            # post-norm: the sub-step moves x to the sum of the oracles' points
             total = None
             for i, weight in substep:
-                if post:  # post-norm: the sub-step moves x to the sum of the points
-                    d = oracles[i].point(point, graph, weight, **inputs)
-                else:
-                    d = (oracles[i](point, graph, **inputs) if inputs
-                         else call_conv(oracles[i], point, graph))
-                    d = d if weight == 1.0 else weight * d
+                d = oracles[i].point(point, graph, weight, **inputs)
                 total = d if total is None else total + d
-            return total - point if post else total
+            return total
+
+        def direction(point: Tensor) -> Tensor:
+            if post:
+                return points(point) - point
+            total = None
+            for i, weight in substep:
+                d = (oracles[i](point, graph, **inputs) if inputs
+                     else call_conv(oracles[i], point, graph))
+                d = d if weight == 1.0 else weight * d
+                total = d if total is None else total + d
+            return total
+        # gradient descent on a post-norm sub-step goes to the new point at once, without
+        # the round trip x + (points - x) (an [N, C] temporary less)
+        direction.points = points if post else None
         return direction
 
     def extra_repr(self) -> str:
