@@ -315,7 +315,9 @@ class AttentionConv(MessagePassing):
             edge_index (torch.Tensor, CausalGraph or sparse adjacency): the graph: a
                 ``[2, E]`` edge list, a :class:`CausalGraph`, or a transposed adjacency
                 ``adj_t`` ``[N_dst, N_src]`` (``torch.sparse`` or
-                ``torch_sparse.SparseTensor``).
+                ``torch_sparse.SparseTensor``; the latter is untested in CI, where
+                torch-sparse is not installed: it has no wheel for torch 2.13 and its
+                source build takes over half an hour).
             edge_attr (torch.Tensor, optional): edge features ``[E, edge_dim]``, one row
                 per edge of ``edge_index`` (for a :class:`CausalGraph`, of
                 ``graph.edge_index``; for a sparse adjacency, in its coalesced order).
