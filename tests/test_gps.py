@@ -179,3 +179,14 @@ def test_bad_input_is_named():
         HybridModel(4, C, 1, pe="rwse")
     with pytest.raises(ValueError, match="norm"):
         HybridModel(4, C, 1, norm="group")
+
+
+def test_gps_scheme_and_mixed_norm_placement():
+    from graphformer.nn import GPS, FeedForward, Oracle
+    assert GPS().substeps(3) == [[(0, 1.0), (1, 1.0)], [(2, 1.0)]]
+    assert GPS().substeps(1) == [[(0, 1.0)]]
+    mixed = Stack([[Oracle(FeedForward(C), post_norm=nn.LayerNorm(C)),
+                    Oracle(FeedForward(C), norm=nn.LayerNorm(C)), Oracle(FeedForward(C))]],
+                  scheme="gps")
+    with pytest.raises(ValueError, match="mixes post-norm oracles"):
+        mixed(torch.randn(5, C), torch.zeros(2, 0, dtype=torch.long))

@@ -25,6 +25,7 @@ with ``--no-deps``: its pinned dependencies do not build).
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import importlib.util
 import json
@@ -37,7 +38,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 __all__ = ["ATOM_TYPES", "BOND_TYPES", "MolecularRegression", "moses_smiles_path",
            "penalized_logp", "smiles_to_graph", "graph_to_smiles", "build_graphs",
-           "require_rdkit", "NUM_ATOM_TYPES", "NUM_BOND_TYPES"]
+           "require_rdkit", "moses_smiles", "NUM_ATOM_TYPES", "NUM_BOND_TYPES"]
 
 #: ZINC-12k's atom vocabulary (element, explicit hydrogens, charge); index 28 is "other".
 ATOM_TYPES = ("C", "O", "N", "F", "C H1", "S", "Cl", "O -", "N H1 +", "Br", "N H3 +",
@@ -85,6 +86,17 @@ def moses_smiles_path() -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"molsets is installed but has no {path}")
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def moses_smiles() -> Tuple[str, ...]:
+    r"""The 1.58 M SMILES of MOSES' ``train.csv.gz``, in file order (read once per
+    process)."""
+    with gzip.open(moses_smiles_path(), "rt") as f:
+        rows = csv.reader(f)
+        header = next(rows)
+        col = header.index("SMILES") if "SMILES" in header else 0
+        return tuple(r[col] for r in rows if r)
 
 
 def penalized_logp(mol) -> float:
@@ -235,13 +247,8 @@ class MolecularRegression(InMemoryDataset):
         pass
 
     def process(self) -> None:
-        path = moses_smiles_path()
         require_rdkit()
-        with gzip.open(path, "rt") as f:
-            rows = csv.reader(f)
-            header = next(rows)
-            col = header.index("SMILES") if "SMILES" in header else 0
-            smiles = [r[col] for r in rows if r]
+        smiles = moses_smiles()
         order = torch.randperm(len(smiles), generator=torch.Generator().manual_seed(self.seed))
         total = sum(self.sizes)
         graphs, skipped = build_graphs((smiles[i] for i in order.tolist()), limit=total,
