@@ -7,7 +7,8 @@ e.g. :math:`\mathrm{Attn}(\mathrm{LN}(x))` (a step on an interaction energy) and
 * A **splitting scheme** orders the oracles of one layer into sub-steps:
   :class:`LieTrotter` (one after the other: the GPT block), :class:`Strang`
   (half M, A, half M: second order), :class:`Euler` (all at the same point, summed: the
-  parallel block).
+  parallel block), :class:`GPS` (all but the last summed, then the last: GraphGPS's
+  local + global, then the MLP).
 * An **update method** turns a sub-step's direction :math:`d` into a move and carries
   state from layer to layer: :class:`GradientDescent` (:math:`x \leftarrow x + d(x)`, the
   residual stream), :class:`HeavyBall`, :class:`Nesterov`.
@@ -359,7 +360,7 @@ class Stack(nn.Module):
     Args:
         layers (sequence of sequences of nn.Module): the oracles of each layer.
         method (str or class): ``"gd"``, ``"heavyball"``, ``"nesterov"``.
-        scheme (str or Scheme): ``"lie_trotter"``, ``"strang"``, ``"euler"``.
+        scheme (str or Scheme): ``"lie_trotter"``, ``"strang"``, ``"euler"``, ``"gps"``.
         channels (int): node feature size (needed by momentum methods).
         method_kwargs (dict, optional): passed to the method (initial scalars, ...).
         post_norm (bool): a LayerNorm after each layer, ``x <- LN(x)`` (post-norm
