@@ -13,13 +13,17 @@ BIN := $(VENV)/bin
 # torch first, pinned to the CPU build the machine carries, so that pip never
 # resolves a newer torch (with GBs of CUDA wheels) for the project's range.
 TORCH ?= torch==2.13.0
+MOLSETS ?= molsets==0.3.1
 
-.PHONY: run test speed docs clean gpu
+.PHONY: run test speed molecules docs clean gpu
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# MOSES' ZINC molecules as package data; --no-deps: its pinned dependencies
+	# (pomegranate 0.12, fcd-torch, pandas, seaborn) do not build and are not needed
+	$(BIN)/pip install --quiet --no-deps "$(MOLSETS)"
 	touch $@
 
 run: $(BIN)/.installed
@@ -27,6 +31,9 @@ run: $(BIN)/.installed
 
 speed: $(BIN)/.installed
 	$(BIN)/python benchmarks/speed.py $(ARGS)
+
+molecules: $(BIN)/.installed
+	$(BIN)/python benchmarks/molecules.py $(ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

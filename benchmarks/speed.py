@@ -55,7 +55,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -66,7 +65,7 @@ import torch_geometric
 from torch_geometric.nn import TransformerConv
 
 from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
-from graphformer.device import resolve_device
+from graphformer.device import peak_memory, resolve_device
 from graphformer.graph import CausalGraph
 from graphformer.nn import AttentionConv, kernels
 
@@ -336,27 +335,7 @@ def time_group(rows: List[Candidate], repeats: int, warmup: int,
 
 
 def peak_bytes(r: Candidate, device: torch.device) -> int:
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        r.step()
-        sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        r.step()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(path))
-        events = json.loads(path.read_text())["traceEvents"]
-    now = peak = 0
-    mem = [e for e in events if e.get("name") == "[memory]"
-           and e.get("args", {}).get("Device Type", 0) == 0]
-    for e in sorted(mem, key=lambda e: e["ts"]):
-        now += e["args"]["Bytes"]
-        peak = max(peak, now)
-    return peak
+    return peak_memory(r.step, device)
 
 
 def saved_bytes(r: Candidate) -> int:

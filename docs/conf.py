@@ -258,6 +258,8 @@ RESULTS = [
      "    --compare gpt nesterov nesterov0 heavyball strang diff pause --seeds 0 1 2"),
     ("results_speed.md", "Speed of the attention kernels",
      "make speed      # = python benchmarks/speed.py"),
+    ("results_molecules.md", "GraphGPS on molecules",
+     "make molecules  # = python benchmarks/molecules.py"),
 ]
 
 

@@ -14,11 +14,16 @@ message like ``device 'cuda' was asked for, but CUDA is not available here (torc
 """
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-__all__ = ["available_devices", "check_device_name", "resolve_device", "compile_problem", "check_compile"]
+__all__ = ["available_devices", "check_device_name", "resolve_device", "compile_problem",
+           "check_compile", "peak_memory"]
 
 #: The device types the package runs on.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -159,3 +164,30 @@ def check_compile(device: str | torch.device = "cpu") -> None:
     if problem is not None:
         raise RuntimeError(f"compile=True (--compile) cannot run on {device}: {problem}. "
                            f"Run without --compile.")
+
+
+def peak_memory(step: Callable[[], object], device: torch.device) -> int:
+    r"""The most bytes allocated at any moment of ``step()`` above what was allocated
+    before it: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU from the allocator
+    events that ``torch.profiler`` records (``profile_memory=True``)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    now = peak = 0
+    mem = [e for e in events if e.get("name") == "[memory]"
+           and e.get("args", {}).get("Device Type", 0) == 0]
+    for e in sorted(mem, key=lambda e: e["ts"]):
+        now += e["args"]["Bytes"]
+        peak = max(peak, now)
+    return peak

@@ -10,3 +10,6 @@ from .causal import (  # noqa: F401
     CopyFirstToken, CopyLastToken, CountOnes, causal_graph,
 )
 from .corpora import CORPORA, PublicCorpus, prepare_corpus  # noqa: F401
+from .molecules import (  # noqa: F401
+    MolecularRegression, penalized_logp, smiles_to_graph,
+)

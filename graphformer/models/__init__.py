@@ -3,6 +3,8 @@ hybrid GNN/transformer."""
 from graphformer.models.gpt import GPT, GPTConfig
 
 __all__ = ["GPT", "GPTConfig"]
-from graphformer.models.graph_models import FeatureEmbedding, GraphModel, HybridModel  # noqa: E402
+from graphformer.models.graph_models import GraphModel  # noqa: E402
+from graphformer.models.gps import HybridModel, gps_layer  # noqa: E402
+from graphformer.nn.encoders import FeatureEmbedding  # noqa: E402
 
-__all__ += ["FeatureEmbedding", "GraphModel", "HybridModel"]
+__all__ += ["FeatureEmbedding", "GraphModel", "HybridModel", "gps_layer"]

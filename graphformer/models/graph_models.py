@@ -2,8 +2,7 @@ r"""Node- and graph-level models on any graph, and the hybrid GNN/transformer.
 
 :class:`GraphModel` is encoder → :class:`~graphformer.nn.Stack` of any conv (with a method
 and a scheme) → read-out (the nodes given by an index or mask, or pooling per graph) →
-linear head. :class:`HybridModel` is a GraphGPS-style stack whose layers have a local
-message-passing oracle and a global attention oracle (plus the MLP).
+linear head. The hybrid GNN/transformer (GraphGPS) is in :mod:`graphformer.models.gps`.
 """
 from __future__ import annotations
 
@@ -14,9 +13,9 @@ from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
 from graphformer.checks import check_int
-from graphformer.graph import CausalGraph
-from graphformer.nn.conv import AttentionConv, FeedForward, build_conv
+from graphformer.nn.conv import build_conv
 from graphformer.nn.dynamics import Oracle, Replace, Stack
+from graphformer.nn.encoders import FeatureEmbedding
 
 READOUTS = ("node", "mean", "sum", "max")
 #: How :meth:`GraphModel.build` wraps each conv into a layer.
@@ -27,30 +26,6 @@ BLOCKS = {
     "pre_norm": "x <- x + conv(LN(x))",
 }
 POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
-
-
-class FeatureEmbedding(nn.Module):
-    r"""Integer node features ``[N, F]`` to vectors: the sum of one embedding per column,
-    :math:`\mathbf{h}_i = \sum_f \mathbf{E}_f[x_{if}]` (e.g. key plus value in
-    Tree-NeighborsMatch)."""
-
-    def __init__(self, num_embeddings: Sequence[int], channels: int) -> None:
-        super().__init__()
-        self.num_embeddings = list(num_embeddings)
-        self.embeddings = nn.ModuleList(nn.Embedding(n, channels) for n in self.num_embeddings)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.size(1) != len(self.embeddings):
-            raise ValueError(f"x must be integer features [N, {len(self.embeddings)}], got "
-                             f"{list(x.shape)}")
-        for f, n in enumerate(self.num_embeddings):
-            col = x[:, f]
-            if torch.compiler.is_compiling():
-                break  # checked on the eager path; a check here would break the graph
-            if col.numel() and (int(col.min()) < 0 or int(col.max()) >= n):
-                raise ValueError(f"feature column {f} has value {int(col.max())} outside "
-                                 f"[0, {n})")
-        return sum(emb(x[:, f]) for f, emb in enumerate(self.embeddings))
 
 
 def _check_sizes(**sizes: int) -> None:
@@ -199,75 +174,6 @@ class GraphModel(nn.Module):
         else:
             if batch is None:
                 batch = h.new_zeros(h.size(0), dtype=torch.long)
-            h = POOLS[self.readout](h, batch)
-        out = self.head(h)
-        return (out, states) if return_states else out
-
-
-class HybridModel(nn.Module):
-    r"""A GraphGPS-style hybrid GNN/transformer (Rampášek et al. 2022): each layer has a
-    local message-passing oracle on the input graph, a global attention oracle on the
-    complete graph of each input graph, and an MLP, combined by a splitting scheme and an
-    update method,
-
-    .. math::
-        \mathbf{X} \leftarrow \mathrm{method}\Big(\mathbf{X};\;
-        \mathrm{MPNN}(\mathrm{LN}(\mathbf{X}), \mathcal{G}),\;
-        \mathrm{Attn}(\mathrm{LN}(\mathbf{X}), K_{|V|}),\;
-        \mathrm{MLP}(\mathrm{LN}(\mathbf{X}))\Big).
-
-    With ``scheme="euler"`` the three are summed at the same point (GPS sums local and
-    global); ``"lie_trotter"`` applies them in turn.
-
-    Args:
-        in_channels (int): input features.
-        hidden_channels (int): width.
-        out_channels (int): outputs per node (or per graph with a pooling read-out).
-        num_layers (int): depth.
-        local (str): the local conv (see :func:`~graphformer.nn.build_conv`).
-        heads (int): attention heads.
-        method, scheme (str): the dynamics.
-        readout (str): ``"node"`` or a pooling (``"mean"``, ``"sum"``, ``"max"``).
-        dropout (float): dropout in attention and MLP.
-    """
-
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
-                 num_layers: int = 2, local: str = "gin", heads: int = 4, method: str = "gd",
-                 scheme: str = "lie_trotter", readout: str = "node",
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        _check_sizes(in_channels=in_channels, hidden_channels=hidden_channels,
-                     out_channels=out_channels, num_layers=num_layers, heads=heads)
-        if hidden_channels % heads:
-            raise ValueError(f"heads={heads} must divide hidden_channels={hidden_channels}")
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
-        C = hidden_channels
-        layers = []
-        for _ in range(num_layers):
-            local_conv = build_conv(local, C)
-            attn = AttentionConv(C, C // heads, heads=heads, root_weight=False, dropout=dropout)
-            layers.append([
-                Oracle(local_conv, norm=nn.LayerNorm(C), graph="local"),
-                Oracle(attn, norm=nn.LayerNorm(C), out=nn.Linear(C, C), graph="global"),
-                Oracle(FeedForward(C, 2 * C, dropout=dropout), norm=nn.LayerNorm(C), graph="local"),
-            ])
-        self.encoder = nn.Linear(in_channels, C)
-        self.stack = Stack(layers, method=method, scheme=scheme, channels=C)
-        self.norm = nn.LayerNorm(C)
-        self.head = nn.Linear(C, out_channels)
-        self.readout = readout
-
-    def forward(self, x: Tensor, edge_index, batch: Optional[Tensor] = None,
-                return_states: bool = False):
-        _check_features(x, self.encoder)
-        if batch is None:
-            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-        everyone = CausalGraph.from_batch(batch, causal=False)
-        h = self.encoder(x)
-        h, states = self.stack(h, {"local": edge_index, "global": everyone}, return_states=True)
-        h = self.norm(h)
-        if self.readout != "node":
             h = POOLS[self.readout](h, batch)
         out = self.head(h)
         return (out, states) if return_states else out

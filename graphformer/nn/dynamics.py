@@ -7,7 +7,8 @@ e.g. :math:`\mathrm{Attn}(\mathrm{LN}(x))` (a step on an interaction energy) and
 * A **splitting scheme** orders the oracles of one layer into sub-steps:
   :class:`LieTrotter` (one after the other: the GPT block), :class:`Strang`
   (half M, A, half M: second order), :class:`Euler` (all at the same point, summed: the
-  parallel block).
+  parallel block), :class:`GPS` (all but the last summed, then the last: GraphGPS's
+  local + global, then the MLP).
 * An **update method** turns a sub-step's direction :math:`d` into a move and carries
   state from layer to layer: :class:`GradientDescent` (:math:`x \leftarrow x + d(x)`, the
   residual stream), :class:`HeavyBall`, :class:`Nesterov`.
@@ -16,8 +17,9 @@ e.g. :math:`\mathrm{Attn}(\mathrm{LN}(x))` (a step on an interaction energy) and
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,7 @@ from torch_geometric.utils import trim_to_layer
 from graphformer.graph import CausalGraph
 from graphformer.nn.adapt import call_conv
 
-__all__ = ["Scheme", "LieTrotter", "Strang", "Euler", "SCHEMES", "resolve_scheme",
+__all__ = ["Scheme", "LieTrotter", "Strang", "Euler", "GPS", "SCHEMES", "resolve_scheme",
            "UpdateMethod", "GradientDescent", "HeavyBall", "Nesterov", "Replace", "METHODS",
            "resolve_method", "Oracle", "Stack"]
 
@@ -81,7 +83,23 @@ class Euler(Scheme):
         return [[(i, 1.0) for i in range(num_oracles)]]
 
 
-SCHEMES: Dict[str, Type[Scheme]] = {c.name: c for c in (LieTrotter, Strang, Euler)}
+class GPS(Scheme):
+    r"""GraphGPS's arrangement (Rampášek et al. 2022): every oracle but the last at the
+    same point, summed (the local message passing and the global attention), then the
+    last one (the MLP) from there,
+    :math:`x \leftarrow x + h(L(x) + A(x))`, then :math:`x \leftarrow x + hM(x)`.
+    With post-norm oracles (:class:`Oracle`'s ``post_norm``) and gradient descent this is
+    PyG's :class:`~torch_geometric.nn.conv.GPSConv` exactly. One oracle alone is one
+    step."""
+    name = "gps"
+
+    def substeps(self, num_oracles: int) -> List[SubStep]:
+        if num_oracles == 1:
+            return [[(0, 1.0)]]
+        return [[(i, 1.0) for i in range(num_oracles - 1)], [(num_oracles - 1, 1.0)]]
+
+
+SCHEMES: Dict[str, Type[Scheme]] = {c.name: c for c in (LieTrotter, Strang, Euler, GPS)}
 
 
 def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
@@ -126,6 +144,9 @@ class GradientDescent(UpdateMethod):
     name = "gd"
 
     def step(self, k, x, v, direction):
+        points = getattr(direction, "points", None)
+        if points is not None:
+            return points(x), v
         return x + direction(x), v
 
 
@@ -264,13 +285,25 @@ class Oracle(nn.Module):
     :class:`CausalGraph`) or any PyG layer (it gets the edge list, via
     :func:`~graphformer.nn.call_conv`).
 
+    With ``post_norm`` the oracle is post-norm, as in GraphGPS and the original
+    Transformer: it gives the point :math:`N(x + f(x))` rather than a direction, and a
+    sub-step of post-norm oracles moves :math:`x` to the sum of their points,
+    :math:`x \leftarrow \sum_o w_o N_o(x + f_o(x))` (the direction :class:`Stack`
+    hands to the update method is that sum minus :math:`x`).
+
     Args:
-        conv (nn.Module): the layer, called ``conv(x, edge_index)``.
+        conv (nn.Module): the layer, called ``conv(x, edge_index, **inputs)``.
         norm (nn.Module, optional): applied before the conv (pre-norm), e.g. a LayerNorm.
         out (nn.Module, optional): applied after, e.g. an output projection and dropout.
         activation (callable, optional): applied between the conv and ``out``.
         graph (str, optional): which graph to use when the stack is given a dict of graphs
             (e.g. ``"local"`` and ``"global"`` in a hybrid model).
+        post_norm (nn.Module, optional): the norm of a post-norm oracle (see above); it
+            is called ``post_norm(h)``, or ``post_norm(h, batch)`` when it takes a
+            ``batch`` (PyG's ``GraphNorm``, ``InstanceNorm``).
+        inputs (sequence of str, optional): names of the stack's extra inputs that the
+            conv takes as keyword arguments (e.g. ``("edge_attr",)`` for GINE,
+            ``("attn_bias",)`` for attention).
 
     Example:
         >>> import torch
@@ -286,25 +319,40 @@ class Oracle(nn.Module):
 
     def __init__(self, conv: nn.Module, norm: Optional[nn.Module] = None,
                  out: Optional[nn.Module] = None, activation=None,
-                 graph: Optional[str] = None) -> None:
+                 graph: Optional[str] = None, post_norm: Optional[nn.Module] = None,
+                 inputs: Sequence[str] = ()) -> None:
         super().__init__()
         self.norm = norm
         self.conv = conv
         self.activation = activation
         self.out = out
         self.graph = graph
+        self.post_norm = post_norm
+        self.inputs = tuple(inputs)
+        self.norm_with_batch = post_norm is not None and "batch" in inspect.signature(
+            post_norm.forward).parameters
 
-    def forward(self, x: Tensor, edge_index: Graphs) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Graphs, **inputs: Any) -> Tensor:
         if isinstance(edge_index, dict):
             if self.graph not in edge_index:
                 raise ValueError(f"this oracle uses graph {self.graph!r} but the stack got "
                                  f"graphs {sorted(edge_index)}")
             edge_index = edge_index[self.graph]
+        kwargs = {name: inputs[name] for name in self.inputs if inputs.get(name) is not None}
         h = self.norm(x) if self.norm is not None else x
-        h = call_conv(self.conv, h, edge_index)
+        h = call_conv(self.conv, h, edge_index, **kwargs)
         if self.activation is not None:
             h = self.activation(h)
         return self.out(h) if self.out is not None else h
+
+    def point(self, x: Tensor, edge_index: Graphs, weight: float = 1.0,
+              **inputs: Any) -> Tensor:
+        r"""A post-norm oracle's point :math:`N(x + w f(x))`."""
+        d = self(x, edge_index, **inputs)
+        h = x + d if weight == 1.0 else x + weight * d
+        if self.norm_with_batch:
+            return self.post_norm(h, inputs.get("batch"))
+        return self.post_norm(h)
 
 
 class Stack(nn.Module):
@@ -322,7 +370,7 @@ class Stack(nn.Module):
     Args:
         layers (sequence of sequences of nn.Module): the oracles of each layer.
         method (str or class): ``"gd"``, ``"heavyball"``, ``"nesterov"``.
-        scheme (str or Scheme): ``"lie_trotter"``, ``"strang"``, ``"euler"``.
+        scheme (str or Scheme): ``"lie_trotter"``, ``"strang"``, ``"euler"``, ``"gps"``.
         channels (int): node feature size (needed by momentum methods).
         method_kwargs (dict, optional): passed to the method (initial scalars, ...).
         post_norm (bool): a LayerNorm after each layer, ``x <- LN(x)`` (post-norm
@@ -371,7 +419,7 @@ class Stack(nn.Module):
     def forward(self, x: Tensor, edge_index: Graphs, v0: Optional[Tensor] = None,
                 return_states: bool = False, last_edge_index: Optional[Graphs] = None,
                 num_sampled_nodes_per_hop: Optional[List[int]] = None,
-                num_sampled_edges_per_hop: Optional[List[int]] = None):
+                num_sampled_edges_per_hop: Optional[List[int]] = None, **inputs: Any):
         r"""Runs the stack.
 
         Args:
@@ -393,9 +441,15 @@ class Stack(nn.Module):
                 whose output at a node depends only on its in-neighbours (GAT, GGNN,
                 attention), not for GCN (its normalisation reads the degree of the
                 dropped frontier) nor for batch norm (its statistics see every row).
+            **inputs: extra inputs (``edge_attr``, ``attn_bias``, ``batch``, ...) handed
+                to the oracles that name them (:class:`Oracle`'s ``inputs``); not with
+                trimming.
         """
         trim = self._check_trim(x, edge_index, last_edge_index, num_sampled_nodes_per_hop,
                                 num_sampled_edges_per_hop)
+        if trim and any(t is not None for t in inputs.values()):
+            raise ValueError(f"trimming does not go together with extra inputs "
+                             f"{sorted(inputs)}: they are not trimmed per layer")
         v = v0
         states = [x]
         for index, (oracles, method) in enumerate(zip(self.layers, self.dynamics)):
@@ -409,7 +463,7 @@ class Stack(nn.Module):
                 if v is not None:  # the velocity keeps the rows the state keeps
                     v = v[:x.size(0)]
             for k, substep in enumerate(self.plan):
-                x, v = method.step(k, x, v, self._direction(oracles, substep, graph))
+                x, v = method.step(k, x, v, self._direction(oracles, substep, graph, inputs))
             if self.post_norms is not None:
                 x = self.post_norms[index](x)
             states.append(x)
@@ -445,14 +499,36 @@ class Stack(nn.Module):
         return True
 
     @staticmethod
-    def _direction(oracles: nn.ModuleList, substep: SubStep, graph: Graphs):
-        def direction(point: Tensor) -> Tensor:
+    def _direction(oracles: nn.ModuleList, substep: SubStep, graph: Graphs,
+                   inputs: Dict[str, Any]):
+        flags = [isinstance(oracles[i], Oracle) and oracles[i].post_norm is not None
+                 for i, _ in substep]
+        post = any(flags)
+        if post and not all(flags):
+            raise ValueError("a sub-step mixes post-norm oracles with others: give every "
+                             "oracle of a sub-step a post_norm, or none")
+
+        def points(point: Tensor) -> Tensor:
+            # post-norm: the sub-step moves x to the sum of the oracles' points
             total = None
             for i, weight in substep:
-                d = call_conv(oracles[i], point, graph)
+                d = oracles[i].point(point, graph, weight, **inputs)
+                total = d if total is None else total + d
+            return total
+
+        def direction(point: Tensor) -> Tensor:
+            if post:
+                return points(point) - point
+            total = None
+            for i, weight in substep:
+                d = (oracles[i](point, graph, **inputs) if inputs
+                     else call_conv(oracles[i], point, graph))
                 d = d if weight == 1.0 else weight * d
                 total = d if total is None else total + d
             return total
+        # gradient descent on a post-norm sub-step goes to the new point at once, without
+        # the round trip x + (points - x) (an [N, C] temporary less)
+        direction.points = points if post else None
         return direction
 
     def extra_repr(self) -> str:

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import softmax
 
 from graphformer.checks import check_int
 from graphformer.graph import CausalGraph
 from graphformer.nn import kernels
 from graphformer.nn.conv.inputs import (GraphLike, LayerInputs, check_sizes, edge_attr_rows,
-                                        prepare_inputs)
+                                        is_sparse_adjacency, prepare_inputs)
 
 
 def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tensor:
@@ -67,16 +68,25 @@ class AttentionConv(MessagePassing):
 
     On a :class:`~graphformer.graph.CausalGraph` this is the self-attention of a
     Transformer; on any other graph it is PyG's
-    :class:`~torch_geometric.nn.conv.TransformerConv` (parameter names follow it, so with
-    the same weights and ``root_weight=False`` both give the same output, with or
-    without edge features, on a graph or a bipartite pair). The kernel is picked per call
+    :class:`~torch_geometric.nn.conv.TransformerConv`, a drop-in for it: the same
+    positional arguments (graphformer's own, ``kernel`` and ``rotary``, are keyword-only),
+    the same parameter names (a TransformerConv state dict loads strictly, also with
+    ``root_weight=False``, where TransformerConv keeps an unused ``lin_skip`` that is
+    dropped on loading), the same output with the same weights (``beta``, ``aggr``, edge
+    features, bipartite pairs, sparse adjacencies, attention weights included). The kernel is picked per call
     (see :mod:`graphformer.nn.kernels`): fused SDPA for dense causal graphs, masked SDPA
     or FlexAttention for structured ones, edge-wise otherwise and whenever there are
     edge features. Every kernel gives the same answer (NaN and infinity included: a key
     a query may not see contributes nothing to it); a node with no incoming edge gets a
     zero message (so does every target when a bipartite pair has ``x_src=None``, as
-    ``to_hetero`` passes for a node type that is only ever a source). When PyG needs its own path (explain masks set, hooks registered), the
-    layer runs through ``propagate`` and :meth:`message`.
+    ``to_hetero`` passes for a node type that is only ever a source). When PyG needs its
+    own path (explain masks set, hooks registered) or ``aggr`` is not a sum, the layer
+    runs through ``propagate`` and :meth:`message`, which honour ``aggr`` as
+    TransformerConv does.
+
+    TorchScript is not supported (``torch.jit.script`` raises an error saying so): the
+    forward dispatches in Python on the graph's type and runs a custom autograd kernel,
+    and PyTorch deprecates TorchScript; ``torch.compile`` runs the layer.
 
     Args:
         in_channels (int or tuple): size of each input sample, or ``(source, target)``
@@ -85,12 +95,18 @@ class AttentionConv(MessagePassing):
         heads (int, optional): number of attention heads. (default: :obj:`1`)
         concat (bool, optional): concatenate the heads (else average them).
             (default: :obj:`True`)
+        beta (bool, optional): gate the skip term as TransformerConv does,
+            :math:`\mathbf{x}'_i = \beta_i \mathbf{W}_s\mathbf{x}_i + (1 - \beta_i)
+            \mathbf{m}_i` with :math:`\beta_i = \sigma(\mathbf{w}_\beta^\top [\mathbf{m}_i,
+            \mathbf{W}_s\mathbf{x}_i, \mathbf{m}_i - \mathbf{W}_s\mathbf{x}_i])` (``lin_beta``;
+            only with ``root_weight``). (default: :obj:`False`)
         dropout (float, optional): dropout on the attention weights. (default: :obj:`0.`)
         edge_dim (int, optional): number of edge features; ``lin_edge`` (no bias) projects
-            them into each head's key and value. (default: :obj:`None`)
+            them into each head's key and value; ``edge_attr`` is then required.
+            (default: :obj:`None`)
+        bias (bool, optional): learn additive biases. (default: :obj:`True`)
         root_weight (bool, optional): add the skip term :math:`\mathbf{W}_s\mathbf{x}_i`.
             (default: :obj:`True`)
-        bias (bool, optional): learn additive biases. (default: :obj:`True`)
         kernel (str, optional): ``"auto"``, ``"edge"``, ``"sdpa"`` or ``"flex"``.
             (default: :obj:`"auto"`)
         rotary (bool, optional): apply a rotary position embedding to queries and keys,
@@ -103,12 +119,19 @@ class AttentionConv(MessagePassing):
     accepts_causal_graph = True
 
     def __init__(self, in_channels: Union[int, Tuple[int, int]], out_channels: int,
-                 heads: int = 1, concat: bool = True, dropout: float = 0.0,
-                 edge_dim: Optional[int] = None, root_weight: bool = True,
-                 bias: bool = True, kernel: str = "auto", rotary: bool = False,
+                 heads: int = 1, concat: bool = True, beta: bool = False,
+                 dropout: float = 0.0, edge_dim: Optional[int] = None, bias: bool = True,
+                 root_weight: bool = True, *, kernel: str = "auto", rotary: bool = False,
                  **kwargs) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
+        # Only a sum of the weighted messages is what the fused kernels compute; any other
+        # aggregation runs through PyG's `propagate` (see `needs_propagate`).
+        self.fused_aggr = isinstance(self.aggr, str) and self.aggr in ("add", "sum")
+        if not self.fused_aggr and kernel in ("sdpa", "flex"):
+            raise ValueError(f"kernel={kernel!r} computes a sum of the weighted messages; "
+                             f"aggr={self.aggr!r} needs kernel='edge' or 'auto' (PyG's "
+                             "propagate path)")
         check_sizes(type(self).__name__, in_channels=in_channels, out_channels=out_channels,
                     heads=heads)
         if kernel not in kernels.KERNELS:
@@ -130,6 +153,7 @@ class AttentionConv(MessagePassing):
         self.dropout = dropout
         self.edge_dim = edge_dim
         self.root_weight = root_weight
+        self.beta = bool(beta) and root_weight
         self.kernel = kernel
         self.rotary = rotary
         self.lin_key = Linear(src_channels, heads * out_channels, bias=bias)
@@ -140,6 +164,8 @@ class AttentionConv(MessagePassing):
         skip_channels = heads * out_channels if concat else out_channels
         self.lin_skip = (Linear(dst_channels, skip_channels, bias=bias)
                          if root_weight else None)
+        # TransformerConv's gated skip: out = b * skip + (1 - b) * out
+        self.lin_beta = (Linear(3 * skip_channels, 1, bias=False) if self.beta else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -151,6 +177,33 @@ class AttentionConv(MessagePassing):
             self.lin_edge.reset_parameters()
         if self.lin_skip is not None:
             self.lin_skip.reset_parameters()
+        if self.lin_beta is not None:
+            self.lin_beta.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs) -> None:
+        # TransformerConv keeps `lin_skip` even with root_weight=False, where it is never
+        # used; this layer has none then, so such a state dict loads strictly and the
+        # unused weights are dropped.
+        if self.lin_skip is None:
+            for key in [k for k in state_dict if k.startswith(prefix + "lin_skip.")]:
+                state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"{type(self).__name__} does not support TorchScript: its forward dispatches in "
+            "Python on the graph's type (a [2, E] tensor, a CausalGraph, a sparse "
+            "adjacency) and runs a custom autograd kernel, which torch.jit.script cannot "
+            "compile, and TorchScript is deprecated in PyTorch. Use torch.compile (or "
+            "torch.export) instead")
+
+    def needs_propagate(self) -> bool:
+        r"""``True`` when the layer runs through PyG's ``propagate`` and :meth:`message`
+        instead of the kernels: PyG's machinery is in use (:func:`uses_pyg_machinery`),
+        or ``aggr`` is not a sum (the kernels only sum the weighted messages)."""
+        return not self.fused_aggr or uses_pyg_machinery(self)
 
     # ------------------------------------------------------------------ inputs
     def weight_dtype(self) -> torch.dtype:
@@ -172,6 +225,11 @@ class AttentionConv(MessagePassing):
                 and inputs.values.is_floating_point():
             edge_attr = inputs.values
         if edge_attr is None:
+            if self.lin_edge is not None:
+                raise ValueError(
+                    f"{type(self).__name__} was built with edge_dim={self.edge_dim} but got "
+                    "no edge_attr: pass edge_attr [num_edges, edge_dim] (or build the layer "
+                    "with edge_dim=None to use no edge features)")
             return None
         edge_attr = edge_attr_rows(edge_attr, inputs.num_edges, self.edge_dim,
                                    self.__class__.__name__)
@@ -257,7 +315,9 @@ class AttentionConv(MessagePassing):
             edge_index (torch.Tensor, CausalGraph or sparse adjacency): the graph: a
                 ``[2, E]`` edge list, a :class:`CausalGraph`, or a transposed adjacency
                 ``adj_t`` ``[N_dst, N_src]`` (``torch.sparse`` or
-                ``torch_sparse.SparseTensor``).
+                ``torch_sparse.SparseTensor``; the latter is untested in CI, where
+                torch-sparse is not installed: it has no wheel for torch 2.13 and its
+                source build takes over half an hour).
             edge_attr (torch.Tensor, optional): edge features ``[E, edge_dim]``, one row
                 per edge of ``edge_index`` (for a :class:`CausalGraph`, of
                 ``graph.edge_index``; for a sparse adjacency, in its coalesced order).
@@ -277,7 +337,10 @@ class AttentionConv(MessagePassing):
         if source is None:
             return self.without_messages(inputs)
         q, k, v = self.project(source, inputs.graph, position)
-        if uses_pyg_machinery(self):
+        if self.needs_propagate():
+            if kernel in ("sdpa", "flex"):
+                raise ValueError(f"kernel={kernel!r} cannot run here: aggr={self.aggr!r} or "
+                                 "PyG's machinery (hooks, explain) needs PyG's propagate path")
             out = self.propagate(inputs.edge_index, query=q, key=k, value=v, edge_attr=ekv,
                                  attn_bias=bias, size=inputs.size)
         else:
@@ -288,6 +351,10 @@ class AttentionConv(MessagePassing):
         out = self.combine(out, inputs.x_dst)
         if return_attention_weights is not None:
             alpha = self.attention_weights(q, k, inputs.edge_index, ekv, bias)
+            if isinstance(edge_index, SparseTensor):  # as PyG: the weights as its values
+                return out, edge_index.set_value(alpha, layout="coo")
+            if is_sparse_adjacency(edge_index):  # as PyG: the adjacency as given
+                return out, (edge_index, alpha)
             return out, (inputs.edge_index, alpha)
         return out
 
@@ -311,10 +378,15 @@ class AttentionConv(MessagePassing):
         return self.combine(out, inputs.x_dst)
 
     def combine(self, out: Tensor, x: Tensor) -> Tensor:
-        r"""Merges the heads ``[N, H, d]`` and adds the skip term of the targets ``x``."""
+        r"""Merges the heads ``[N, H, d]`` and adds the skip term of the targets ``x``
+        (gated by :math:`\beta` when ``beta=True``)."""
         out = out.reshape(out.size(0), out.size(1) * out.size(2)) if self.concat else out.mean(dim=1)
         if self.lin_skip is not None:
-            out = out + self.lin_skip(x)
+            skip = self.lin_skip(x)
+            if self.lin_beta is not None:
+                b = self.lin_beta(torch.cat([out, skip, out - skip], dim=-1)).sigmoid()
+                return b * skip + (1 - b) * out
+            out = out + skip
         return out
 
     @staticmethod

@@ -10,7 +10,7 @@ from torch_geometric.nn.dense.linear import Linear
 
 from graphformer.checks import check_int
 from graphformer.nn import kernels
-from graphformer.nn.conv.attention import AttentionConv, GraphLike, uses_pyg_machinery
+from graphformer.nn.conv.attention import AttentionConv, GraphLike
 
 
 def lambda_init_for_depth(layer: int) -> float:
@@ -130,7 +130,7 @@ class DiffAttentionConv(AttentionConv):
             return self.without_messages(inputs)
         q1, q2, k1, k2, v = self.project(source, inputs.graph, position)
         lam = self.lambda_()
-        if uses_pyg_machinery(self):
+        if self.needs_propagate():
             # PyG's generic propagate: the compiled template a subclass inherits from
             # AttentionConv would not know the arguments of this message.
             out = MessagePassing.propagate(self, inputs.edge_index, q1=q1, q2=q2, k1=k1, k2=k2,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from torch import nn
-from torch_geometric.nn import GATConv, GCNConv, GINConv, GatedGraphConv
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GatedGraphConv
 
 from graphformer.nn.conv.attention import AttentionConv
 from graphformer.nn.conv.deepsets import DeepSetsConv
@@ -22,6 +22,14 @@ def _gin(channels: int, batch_norm: bool = False, **kw) -> nn.Module:
     return GINConv(mlp, **kw)
 
 
+def _gine(channels: int, **kw) -> nn.Module:
+    # GraphGPS's GINE: GIN's MLP (Linear-ReLU-Linear) on x_j + ReLU(e_ji), bond features
+    # already embedded to `channels` (else pass edge_dim=<width> to project them)
+    mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(),
+                        nn.Linear(channels, channels))
+    return GINEConv(mlp, **kw)
+
+
 def _heads(channels: int, heads: int) -> int:
     if channels % heads:
         raise ValueError(f"heads={heads} must divide the width {channels}")
@@ -31,6 +39,7 @@ def _heads(channels: int, heads: int) -> int:
 CONVS: Dict[str, Callable[..., nn.Module]] = {
     "gcn": lambda c, **kw: GCNConv(c, c, **kw),
     "gin": _gin,
+    "gine": _gine,
     "gat": lambda c, heads=1, **kw: GATConv(c, _heads(c, heads), heads=heads, **kw),
     "ggnn": lambda c, **kw: GatedGraphConv(c, num_layers=1, **kw),
     "attention": lambda c, heads=1, **kw: AttentionConv(c, _heads(c, heads), heads=heads, **kw),
@@ -41,7 +50,7 @@ CONVS: Dict[str, Callable[..., nn.Module]] = {
 
 def build_conv(name: str, channels: int, **kwargs) -> nn.Module:
     r"""A width-preserving layer ``channels -> channels`` by name: ``"gcn"``, ``"gin"``,
-    ``"gat"``, ``"ggnn"`` (PyG's own), ``"attention"``, ``"diff_attention"``,
+    ``"gine"``, ``"gat"``, ``"ggnn"`` (PyG's own), ``"attention"``, ``"diff_attention"``,
     ``"deepsets"`` (graphformer's). ``kwargs`` go to the layer (``heads=`` for the
     attention layers; ``batch_norm=True`` gives ``"gin"`` the MLP of Xu et al.,
     Linear-BatchNorm-ReLU twice)."""

@@ -1,0 +1,240 @@
+r"""The GraphGPS study on molecules that ``benchmarks/molecules.py`` runs: four models at
+one parameter budget, trained side by side for the same epochs on
+:class:`~graphformer.datasets.MolecularRegression`:
+
+* ``graphformer``: :class:`~graphformer.models.HybridModel` as GraphGPS builds it on
+  ZINC (GINE with bond types + global attention, summed, then the MLP; post-norm batch
+  norm; RWSE; sum pooling; a 3-layer head);
+* ``gpsconv``: the same architecture on PyG's :class:`~torch_geometric.nn.conv.GPSConv`
+  (GINE + ``nn.MultiheadAttention``), the same encoders and head: the same parameters;
+* ``gine``: the GPS layer without global attention (GINE + MLP), widened to the budget;
+* ``nesterov``: ``graphformer`` with the Nesterov dynamics (YuriiFormer).
+
+The four models train in turn, one epoch each, so that a load on the machine hits them
+alike (their ratios of seconds per epoch survive it).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.loader import DataLoader
+from torch_geometric.nn import GINEConv, GPSConv, global_add_pool
+
+from graphformer.datasets.molecules import (NUM_ATOM_TYPES, NUM_BOND_TYPES,
+                                            MolecularRegression)
+from graphformer.device import peak_memory
+from graphformer.models import HybridModel
+from graphformer.nn.conv.registry import build_conv
+from graphformer.nn.encoders import FeatureEmbedding, RWSEEncoder
+
+MODELS = ("graphformer", "gpsconv", "gine", "nesterov")
+
+
+@dataclass
+class Settings:
+    r"""One budget for every model (the command line reads its defaults from here).
+    GraphGPS on ZINC: 10 layers, width 64, 4 heads, attention dropout 0.5, RWSE of 20
+    steps (28 channels), batch 32, AdamW 1e-3 with weight decay 1e-5 and a cosine
+    schedule, 2,000 epochs; the default here keeps its layer and shortens the run to fit
+    about 15 minutes on 2 CPU cores (fewer layers and epochs, a larger batch)."""
+    layers: int = 4
+    hidden: int = 64
+    heads: int = 4
+    pe_channels: int = 16
+    walk_length: int = 20
+    attn_dropout: float = 0.5
+    dropout: float = 0.0
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 1
+    train_size: int = 10000
+    val_size: int = 1000
+    test_size: int = 1000
+    memory_batch: int = 128
+
+
+class GPSConvModel(nn.Module):
+    r"""The GraphGPS model of :class:`HybridModel` built on PyG's ``GPSConv`` (PyG's
+    ``examples/graph_gps.py`` form): the same encoders, GPSConv layers (GINE +
+    ``nn.MultiheadAttention``, batch norm), sum pooling and head."""
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__()
+        C = s.hidden
+        self.encoder = FeatureEmbedding([NUM_ATOM_TYPES], C - s.pe_channels)
+        self.pe_encoder = RWSEEncoder(s.walk_length, s.pe_channels)
+        self.edge_encoder = FeatureEmbedding([NUM_BOND_TYPES], C, name="edge_attr")
+        self.layers = nn.ModuleList(
+            GPSConv(C, build_conv("gine", C), heads=s.heads, dropout=s.dropout,
+                    norm="batch_norm", attn_kwargs={"dropout": s.attn_dropout})
+            for _ in range(s.layers))
+        self.head = head(C)
+
+    def forward(self, x, edge_index, batch, edge_attr, pe):
+        h = torch.cat([self.encoder(x), self.pe_encoder(pe)], -1)
+        e = self.edge_encoder(edge_attr)
+        for layer in self.layers:
+            h = layer(h, edge_index, batch, edge_attr=e)
+        return self.head(global_add_pool(h, batch))
+
+
+def head(C: int) -> nn.Module:
+    r"""GraphGPS's 3-layer graph head on ZINC (width halved at each layer)."""
+    return nn.Sequential(nn.Linear(C, C // 2), nn.ReLU(), nn.Linear(C // 2, C // 4),
+                         nn.ReLU(), nn.Linear(C // 4, 1))
+
+
+def hybrid(s: Settings, hidden: Optional[int] = None, **kw) -> HybridModel:
+    r"""The graphformer GPS model of the study (``kw`` overrides: ``method``,
+    ``global_attention``)."""
+    return HybridModel([NUM_ATOM_TYPES], hidden or s.hidden, 1, num_layers=s.layers,
+                       local="gine", heads=s.heads, scheme="gps", readout="sum",
+                       dropout=s.dropout, attn_dropout=s.attn_dropout, norm="batch",
+                       norm_position="post", edge_dim=[NUM_BOND_TYPES], pe="rwse",
+                       pe_dim=s.walk_length, pe_channels=s.pe_channels, head_layers=3, **kw)
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def gine_width(s: Settings) -> int:
+    r"""The width at which the GINE-only model has the GPS model's parameters (the
+    closest, in steps of ``heads``)."""
+    budget = num_params(hybrid(s))
+    widths = range(s.pe_channels + s.heads, 4 * s.hidden + 1, s.heads)
+    return min(widths, key=lambda w: abs(num_params(hybrid(s, w, global_attention=False))
+                                         - budget))
+
+
+def build_model(name: str, s: Settings) -> nn.Module:
+    if name == "graphformer":
+        return hybrid(s)
+    if name == "gpsconv":
+        return GPSConvModel(s)
+    if name == "gine":
+        return hybrid(s, gine_width(s), global_attention=False)
+    if name == "nesterov":
+        return hybrid(s, method="nesterov")
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+
+
+def predict(model: nn.Module, data) -> Tensor:
+    if isinstance(model, HybridModel):
+        out = model(data.x, data.edge_index, data.batch, edge_attr=data.edge_attr,
+                    pe=data.random_walk_pe)
+    else:
+        out = model(data.x, data.edge_index, data.batch, data.edge_attr, data.random_walk_pe)
+    return out.view(-1)
+
+
+@torch.no_grad()
+def mae(model: nn.Module, loader, device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for data in loader:
+        data = data.to(device)
+        total += float((predict(model, data) - data.y).abs().sum())
+        n += data.num_graphs
+    return total / n
+
+
+def load_splits(root: str, s: Settings, seed: int = 0, progress: bool = False):
+    sizes = (s.train_size, s.val_size, s.test_size)
+    return {split: MolecularRegression(root, split, sizes=sizes, seed=seed,
+                                       walk_length=s.walk_length, progress=progress)
+            for split in ("train", "val", "test")}
+
+
+def train_step(model, data, optimizer) -> float:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.l1_loss(predict(model, data), data.y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def memory_step(model: nn.Module, batch, device) -> int:
+    r"""Peak bytes of one forward and backward pass of ``model`` on ``batch``."""
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        F.l1_loss(predict(model, batch), batch.y).backward()
+    step()  # warm (lazy buffers, first-call allocations)
+    model.zero_grad(set_to_none=True)
+    return peak_memory(step, device)
+
+
+def run_seed(splits, s: Settings, seed: int, device: torch.device,
+             models: List[str] = MODELS, progress: Optional[Callable[[str], None]] = None
+             ) -> List[Dict]:
+    r"""Trains every model of ``models`` with ``seed`` for ``s.epochs`` epochs, one
+    epoch of each in turn; returns one row per model (test MAE at the best validation
+    epoch, seconds per training epoch, parameters)."""
+    built, opts, scheds = {}, {}, {}
+    steps_per_epoch = math.ceil(len(splits["train"]) / s.batch_size)
+    total = s.epochs * steps_per_epoch
+    warm = s.warmup_epochs * steps_per_epoch
+    for name in models:
+        torch.manual_seed(seed)
+        built[name] = build_model(name, s).to(device)
+        opts[name] = torch.optim.AdamW(built[name].parameters(), lr=s.lr,
+                                       weight_decay=s.weight_decay)
+        scheds[name] = torch.optim.lr_scheduler.LambdaLR(
+            opts[name], lambda i: min(1.0, (i + 1) / max(1, warm)) * 0.5 *
+            (1 + math.cos(math.pi * min(1.0, i / max(1, total)))))
+    val = DataLoader(splits["val"], batch_size=256)
+    test = DataLoader(splits["test"], batch_size=256)
+    rows = {n: dict(model=n, seed=seed, params=num_params(built[n]), epoch_s=[],
+                    val_mae=[], test_mae=[], train_loss=[]) for n in models}
+    for epoch in range(s.epochs):
+        for name in models:
+            g = torch.Generator().manual_seed(seed * 1000 + epoch)  # same batches for all
+            loader = DataLoader(splits["train"], batch_size=s.batch_size, shuffle=True,
+                                generator=g)
+            model, opt, sched = built[name], opts[name], scheds[name]
+            t0, losses = time.perf_counter(), []
+            for data in loader:
+                losses.append(train_step(model, data.to(device), opt))
+                sched.step()
+            rows[name]["epoch_s"].append(time.perf_counter() - t0)
+            rows[name]["train_loss"].append(sum(losses) / len(losses))
+            rows[name]["val_mae"].append(mae(model, val, device))
+            rows[name]["test_mae"].append(mae(model, test, device))
+            if progress:
+                progress(f"seed {seed} epoch {epoch + 1}/{s.epochs} {name}: val MAE "
+                         f"{rows[name]['val_mae'][-1]:.3f}")
+    out = []
+    for name in models:
+        r = rows[name]
+        best = min(range(s.epochs), key=lambda e: r["val_mae"][e])
+        r.update(best_epoch=best + 1, test=r["test_mae"][best], val=r["val_mae"][best],
+                 s_per_epoch=sum(r["epoch_s"]) / len(r["epoch_s"]))
+        out.append(r)
+    return out
+
+
+def memory_rows(splits, s: Settings, device: torch.device,
+                models: List[str] = MODELS) -> Dict[str, int]:
+    r"""Peak bytes of a training step of each model on the first ``s.memory_batch``
+    training molecules."""
+    batch = next(iter(DataLoader(splits["train"], batch_size=s.memory_batch))).to(device)
+    out = {}
+    for name in models:
+        torch.manual_seed(0)
+        out[name] = memory_step(build_model(name, s).to(device), batch, device)
+    return out
+
+
+def settings_dict(s: Settings) -> Dict:
+    return asdict(s)
