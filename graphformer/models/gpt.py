@@ -37,7 +37,11 @@ class GPTConfig:
     from their own learned token and position embeddings (the paper's GPT);
     ``v0="zero"`` starts from rest, for parameter-matched comparisons. ``pause_every=k``
     inserts a learned ``<pause>`` token after every ``k`` tokens (Goyal et al. 2024); the
-    pauses' outputs are not predicted.
+    pauses' outputs are not predicted. ``rotary=True`` puts rotary position embeddings in
+    the attention instead of the learned absolute ones (no ``wpe``); ``window=w`` lets a
+    token attend to the ``w`` latest positions only (a sliding-window
+    :class:`~graphformer.graph.CausalGraph`). A model with both has no limit of length:
+    it reads any sequence, and generation keeps a rolling cache of ``w`` positions.
     """
     block_size: int = 256
     vocab_size: int = 65
@@ -54,6 +58,8 @@ class GPTConfig:
     activation: str = "gelu"
     kernel: str = "auto"
     method_kwargs: Dict[str, float] = field(default_factory=dict)
+    rotary: bool = False
+    window: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -71,6 +77,18 @@ class GPTConfig:
             raise ValueError(f"unknown v0 {self.v0!r}; valid: {', '.join(VELOCITY_INITS)}")
         if self.pause_every < 0:
             raise ValueError(f"pause_every must be >= 0, got {self.pause_every}")
+        if self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary=True needs an even head size, got "
+                             f"{self.n_embd // self.n_head}")
+        if self.window is not None:
+            self.window = check_int("window", self.window, 1, error=ValueError,
+                                    hint="; None means no window")
+
+    @property
+    def unbounded(self) -> bool:
+        r"""Whether the model reads sequences of any length: no learned positions to run
+        out of (``rotary``) and a bounded receptive field (``window``)."""
+        return self.rotary and self.window is not None
 
     @property
     def uses_velocity(self) -> bool:
@@ -97,10 +115,11 @@ def attention_oracle(config: GPTConfig, layer: int) -> Oracle:
     if config.attention == "diff":
         conv = DiffAttentionConv(config.n_embd, head, heads=config.n_head, layer=layer,
                                  dropout=config.dropout, root_weight=False, bias=config.bias,
-                                 kernel=config.kernel)
+                                 kernel=config.kernel, rotary=config.rotary)
     else:
-        conv = AttentionConv(config.n_embd, head, heads=config.n_head, dropout=config.dropout,
-                             root_weight=False, bias=config.bias, kernel=config.kernel)
+        conv = AttentionConv(in_channels=config.n_embd, out_channels=head, heads=config.n_head,
+                             dropout=config.dropout, root_weight=False, bias=config.bias,
+                             kernel=config.kernel, rotary=config.rotary)
     out = nn.Sequential(nn.Linear(config.n_embd, config.n_embd, bias=config.bias),
                         nn.Dropout(config.dropout))
     return Oracle(conv, norm=nn.LayerNorm(config.n_embd, bias=config.bias), out=out)
@@ -126,7 +145,7 @@ class GPT(nn.Module):
         C = config.n_embd
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, C),
-            wpe=nn.Embedding(config.num_positions, C),
+            wpe=None if config.rotary else nn.Embedding(config.num_positions, C),
             drop=nn.Dropout(config.dropout),
             h=Stack([[attention_oracle(config, layer), mlp_oracle(config)]
                      for layer in range(config.n_layer)],
@@ -135,8 +154,9 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(C, bias=config.bias),
         ))
         if config.uses_velocity and config.v0 == "embedding":
-            self.velocity = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, C),
-                                               wpe=nn.Embedding(config.num_positions, C)))
+            self.velocity = nn.ModuleDict(dict(
+                wte=nn.Embedding(config.vocab_size, C),
+                wpe=None if config.rotary else nn.Embedding(config.num_positions, C)))
         else:
             self.velocity = None
         self.pause = nn.Parameter(torch.zeros(C)) if config.pause_every else None
@@ -166,7 +186,7 @@ class GPT(nn.Module):
         r"""Parameter count; by default without the position embeddings (as nanoGPT:
         the token embedding counts, since it is tied to the head)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.transformer.wpe is not None:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -174,7 +194,8 @@ class GPT(nn.Module):
         r"""The causal DAG of ``batch_size`` sequences of ``length`` tokens (cached)."""
         key = (batch_size, length, str(device))
         if key not in self._graphs:
-            self._graphs = {key: CausalGraph.from_lengths([length] * batch_size).to(device)}
+            self._graphs = {key: CausalGraph.from_lengths(
+                [length] * batch_size, window=self.config.window).to(device)}
         return self._graphs[key]
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None,
@@ -211,14 +232,15 @@ class GPT(nn.Module):
         return logits, loss
 
     @staticmethod
-    def embed(wte: nn.Embedding, wpe: nn.Embedding, idx: Tensor, pos: Tensor,
+    def embed(wte: nn.Embedding, wpe: Optional[nn.Embedding], idx: Tensor, pos: Tensor,
               real: Optional[Tensor], pause: Optional[Tensor]) -> Tensor:
-        r"""Token plus position embedding; pause slots get ``pause`` (or zero) as token."""
+        r"""Token plus position embedding (none with rotary positions); pause slots get
+        ``pause`` (or zero) as token."""
         tok = wte(idx.clamp(min=0))
         if real is not None:
             fill = pause.view(1, 1, -1) if pause is not None else tok.new_zeros(())
             tok = torch.where(real.view(1, -1, 1), tok, fill)
-        return tok + wpe(pos)
+        return tok if wpe is None else tok + wpe(pos)
 
     def insert_pauses(self, idx: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         r"""With ``pause_every=k``: the token sequence with a pause slot (id ``-1``)
@@ -250,7 +272,7 @@ class GPT(nn.Module):
         if idx.size(0) == 0 or idx.size(1) == 0:
             raise ValueError(f"idx must hold at least one sequence of at least one token, "
                              f"got shape {list(idx.shape)}")
-        if idx.size(1) > self.config.block_size:
+        if idx.size(1) > self.config.block_size and not self.config.unbounded:
             raise ValueError(f"cannot forward a sequence of length {idx.size(1)}: "
                              f"block_size is only {self.config.block_size}")
         if torch.compiler.is_compiling():
@@ -283,11 +305,19 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None) -> Tensor:
-        r"""Samples ``max_new_tokens`` tokens after ``idx`` ``[B, T]``, feeding back at most
-        ``block_size`` tokens of context each time. ``temperature=0`` is greedy decoding
-        (the most likely token every time); ``top_k`` keeps the ``k`` most likely tokens
-        (``None``: all)."""
+                 top_k: Optional[int] = None, use_cache: bool = True) -> Tensor:
+        r"""Samples ``max_new_tokens`` tokens after ``idx`` ``[B, T]``. ``temperature=0`` is
+        greedy decoding (the most likely token every time); ``top_k`` keeps the ``k`` most
+        likely tokens (``None``: all).
+
+        With ``use_cache`` (in evaluation mode) each new token is one new node of the DAG,
+        computed against the cached keys and values of the earlier ones
+        (:class:`~graphformer.models.generation.KVCache`); it samples the same tokens as
+        ``use_cache=False``, which runs the whole context every time. Past ``block_size``
+        tokens the context is cropped to the last ``block_size`` and recomputed, as nanoGPT
+        does, except for a model with rotary positions and a sliding window, which reads
+        the whole sequence (with a rolling cache)."""
+        from graphformer.models.generation import KVCache, sample_next, supports_cache
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                 or not math.isfinite(temperature) or temperature < 0):
@@ -297,19 +327,21 @@ class GPT(nn.Module):
             top_k = check_int("top_k", top_k, 1, error=ValueError,
                               hint="; None keeps all tokens, temperature=0 is greedy decoding")
         self._check_tokens(idx)
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
-            logits, _ = self(context)
-            logits = logits[:, -1, :]
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+        block, unbounded = self.config.block_size, self.config.unbounded
+        cache = KVCache(self, idx.size(0)) if use_cache and supports_cache(self) else None
+        logits = cache.feed(idx) if cache is not None else None
+        for step in range(max_new_tokens):
+            if cache is None:
+                context = idx if unbounded else idx[:, -block:]
+                logits = self(context)[0][:, -1, :]
+            next_id = sample_next(logits, temperature, top_k)
             idx = torch.cat((idx, next_id), dim=1)
+            if cache is not None and step < max_new_tokens - 1:
+                if idx.size(1) <= block or unbounded:
+                    logits = cache.feed(next_id)
+                else:  # past the window with positions that move: recompute the crop
+                    cache.reset()
+                    logits = cache.feed(idx[:, -block:])
         return idx
 
     # ------------------------------------------------------------------ state dicts
