@@ -36,3 +36,14 @@ def test_rotary_angles_by_hand():
     assert math.isclose(7 * 10000.0 ** (-1 / 3), 0.32491, abs_tol=1e-5)
     c, s = math.cos(0.32491), math.sin(0.32491)
     assert math.isclose(out[2].item(), 3 * c - 4 * s, abs_tol=1e-4)
+
+
+def test_fused_momentum_update_gradients():
+    from graphformer.nn.dynamics import axpby
+    a, b = torch.tensor(0.3, dtype=torch.double), torch.tensor(-1.7, dtype=torch.double)
+    x, y = torch.randn(5, 3, dtype=torch.double), torch.randn(5, 3, dtype=torch.double)
+    for t in (a, b, x, y):
+        t.requires_grad_(True)
+    assert torch.autograd.gradcheck(axpby, (a, x, b, y))
+    assert torch.autograd.gradcheck(lambda x, b, y: axpby(None, x, b, y), (x, b, y))
+    torch.testing.assert_close(axpby(a, x, b, y), a * x + b * y)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphformer.nn.conv import AttentionConv, DiffAttentionConv
+from graphformer.nn.conv.attention import rotary_embedding
 
 __all__ = ["KVCache", "supports_cache", "sample_next"]
 
@@ -77,6 +78,18 @@ class KVCache:
     def __init__(self, model, batch_size: int) -> None:
         self.model = model
         self.batch_size = batch_size
+        stack = model.transformer.h
+        # what stays fixed while generating, computed once: the scalars of the dynamics and
+        # the fused query/key/value weights (the GEMM AttentionConv.project runs)
+        self.coefficients = [method.coefficients() for method in stack.dynamics]
+        self.qkv: Dict[Tuple[int, int], Tuple[Tensor, Optional[Tensor]]] = {}
+        for li, layer in enumerate(stack.layers):
+            for i, oracle in enumerate(layer):
+                conv = oracle.conv
+                if isinstance(conv, AttentionConv):
+                    lins = (conv.lin_query, conv.lin_key, conv.lin_value)
+                    bias = None if lins[0].bias is None else torch.cat([m.bias for m in lins])
+                    self.qkv[li, i] = (torch.cat([m.weight for m in lins]), bias)
         self.reset()
 
     def reset(self) -> None:
@@ -84,6 +97,7 @@ class KVCache:
         self.length = 0  # nodes of the DAG so far, pauses included
         self.tokens = 0  # real tokens so far
         self.keys: Dict[Tuple[int, int], Tuple[Tensor, Tensor, Tensor]] = {}
+        self.filled = 0  # nodes in the key/value buffers (no window)
 
     # ------------------------------------------------------------------ layout
     def _layout(self, n: int, device: torch.device) -> Tuple[List[int], List[bool]]:
@@ -121,7 +135,9 @@ class KVCache:
         stack = tr.h
         for li, (oracles, method) in enumerate(zip(stack.layers, stack.dynamics)):
             for k, substep in enumerate(stack.plan):
-                x, v = method.step(k, x, v, self._direction(li, oracles, substep, pos))
+                x, v = method.step(k, x, v, self._direction(li, oracles, substep, pos),
+                                   self.coefficients[li])
+        self.filled += len(real)
         last = max(i for i, r in enumerate(real) if r)
         return model.lm_head(tr.ln_f(x[:, last]))
 
@@ -151,15 +167,26 @@ class KVCache:
         values join the cache."""
         B, n, C = h.shape
         H, d = conv.heads, conv.out_channels
-        q, k, v = conv.project(h.reshape(B * n, C), None,
-                               position=pos.repeat(B) if conv.rotary else None)
+        q, k, v = F.linear(h.reshape(B * n, C), *self.qkv[key]).view(B * n, 3, H, d).unbind(1)
+        if conv.rotary:
+            p = pos.repeat(B)
+            q, k = rotary_embedding(q, p), rotary_embedding(k, p)
         q, k, v = (t.view(B, n, H, d).transpose(1, 2) for t in (q, k, v))
-        if key in self.keys:
+        window = self.model.config.window
+        if window is None:  # buffers for the whole context, filled in place
+            if key not in self.keys:
+                size = self.model.config.num_positions
+                self.keys[key] = (k.new_empty(B, H, size, d), v.new_empty(B, H, size, d),
+                                  pos.new_empty(size))
+            kb, vb, pb = self.keys[key]
+            a, b = self.filled, self.filled + n
+            kb[:, :, a:b], vb[:, :, a:b], pb[a:b] = k, v, pos
+            k, v, kpos = kb[:, :, :b], vb[:, :, :b], pb[:b]
+        elif key in self.keys:
             k0, v0, p0 = self.keys[key]
             k, v, kpos = torch.cat([k0, k], 2), torch.cat([v0, v], 2), torch.cat([p0, pos])
         else:
             kpos = pos
-        window = self.model.config.window
         mask = None
         if n > 1 or (window is not None and kpos.numel() > window):
             mask = kpos.view(1, -1) <= pos.view(-1, 1)
@@ -168,8 +195,7 @@ class KVCache:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         if window is not None:  # a rolling cache: the next node sees window - 1 of these
             start = max(0, kpos.numel() - (window - 1))
-            k, v, kpos = k[:, :, start:], v[:, :, start:], kpos[start:]
-        self.keys[key] = (k, v, kpos)
+            self.keys[key] = (k[:, :, start:], v[:, :, start:], kpos[start:])
         out = out.transpose(1, 2).reshape(B, n, H * d) if conv.concat else out.mean(dim=1)
         if conv.lin_skip is not None:
             out = out + conv.lin_skip(h)
