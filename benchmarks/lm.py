@@ -229,6 +229,7 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
             if master:
                 print(f"   already finished: {done} kept", flush=True)
             return old
+    gen = generation_speed(model, args.sample_tokens)
     mfu = [r["mfu"] for r in res.history if r["event"] == "train" and "mfu" in r]
     sample = next((r["text"] for r in reversed(res.history) if r["event"] == "sample"), "")
     summary = dict(
@@ -237,16 +238,35 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
         num_params_nanogpt=model.get_num_params(), wall_time=res.wall_time,
         train_time=res.train_time, tokens_per_sec=res.tokens_per_sec,
         mfu=statistics.mean(mfu[len(mfu) // 5:]) if mfu else None,
+        generate_tokens_per_sec=gen,
         model_config=model.config_dict(), corpus=corpus.describe(), sample=sample,
         history=[{k: r[k] for k in ("event", "iter", "loss", "val_loss") if k in r}
                  for r in res.history if r["event"] in ("train", "eval")])
     if master:
         write_json_atomic(done, summary)
         print(f"   best val loss {res.best_val_loss:.4f}, {res.num_params:,} params, "
-              f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s"
+              f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s; generation "
+              f"{gen['cached']:,.0f} tokens/s cached, {gen['uncached']:,.0f} uncached"
               + (f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ""),
               flush=True)
     return summary
+
+
+def generation_speed(model: GPT, tokens: int) -> dict:
+    r"""Tokens per second of sampling ``tokens`` tokens at batch 1 after a 1-token prompt,
+    with the cache (one new node per token) and without (the whole context every time)."""
+    model.eval()
+    device = next(model.parameters()).device
+    idx = torch.zeros(1, 1, dtype=torch.long, device=device)
+    speed = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, use_cache in (("cached", True), ("uncached", False)):
+            t = time.perf_counter()
+            model.generate(idx, tokens, use_cache=use_cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            speed[name] = tokens / (time.perf_counter() - t)
+    return speed
 
 
 def read_results(out: Path, archs: list[str], seeds: list[int]) -> list[dict]:
