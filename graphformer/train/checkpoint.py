@@ -20,9 +20,10 @@ from graphformer.datasets.text import CharTokenizer, Corpus
 from graphformer.io import atomic_write
 from graphformer.train.config import TrainConfig, TrainResult
 from graphformer.train.distributed import Dist
+from graphformer.train.schedule import get_lr
 
 __all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "check_resume",
-           "restore", "check_finite", "finished_result", "rng_state", "model_config_of", "vocab_of"]
+           "restore", "check_finite", "finished_result", "checkpoint_state", "rng_state", "seed_all", "model_config_of", "vocab_of"]
 
 CHECKPOINT_NAME = "ckpt.pt"
 
@@ -35,6 +36,22 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, iter_num: int,
+                     cfg: TrainConfig, corpus: Corpus, rng: list, **measured: float) -> dict:
+    r"""Everything a run needs to continue exactly from step :obj:`iter_num`; ``measured``
+    holds its figures (``best_val_loss``, ``val_loss``, ``train_loss``, ``train_time``,
+    ``wall_time``, ``world_size``)."""
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter_num": iter_num,
+        "schedule": {"lr": get_lr(iter_num, cfg), "warmup_iters": cfg.warmup_iters,
+                     "lr_decay_iters": cfg.lr_decay_iters, "min_lr": cfg.min_lr},
+        **measured, "rng": rng, "data": {"corpus": corpus.describe()},
+        "model_class": type(model).__qualname__, "model_config": model_config_of(model),
+        "vocab_size": corpus.vocab_size, "vocab": vocab_of(corpus),
+        "train_config": dataclasses.asdict(cfg),
+    }
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     r"""Read a checkpoint written by :func:`train` (tensors and plain Python objects only)."""
     path = Path(path)
@@ -44,6 +61,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a torn or foreign file
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def seed_all(seed: int) -> None:
+    r"""Seed torch, numpy and Python's ``random`` (a fresh run)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def rng_state(data_generator: torch.Generator) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 
 from graphformer.io import json_safe, write_text_atomic
 
-__all__ = ["LOG_NAME", "Log", "read_log", "show", "flops_per_token"]
+__all__ = ["LOG_NAME", "Log", "read_log", "show", "flops_per_token", "model_flops_per_token"]
 
 LOG_NAME = "log.jsonl"
 
@@ -70,3 +70,15 @@ def flops_per_token(num_params: int, n_layer: int, n_head: int, n_embd: int,
     r"""Training FLOPs per token of a GPT (PaLM appendix B, as nanoGPT's ``estimate_mfu``):
     :math:`6N + 12 L H Q T` with :math:`Q = d / H`."""
     return 6 * num_params + 12 * n_layer * n_head * (n_embd // n_head) * block_size
+
+
+def model_flops_per_token(model: Any, block_size: int) -> float | None:
+    r""":func:`flops_per_token` of a model whose ``config`` has ``n_layer``, ``n_head`` and
+    ``n_embd`` (``None`` otherwise), with nanoGPT's parameter count (``get_num_params``)
+    where the model has one."""
+    mcfg = getattr(model, "config", None)
+    if not all(hasattr(mcfg, k) for k in ("n_layer", "n_head", "n_embd")):
+        return None
+    n = (model.get_num_params() if hasattr(model, "get_num_params")
+         else sum(p.numel() for p in model.parameters()))
+    return flops_per_token(n, mcfg.n_layer, mcfg.n_head, mcfg.n_embd, block_size)

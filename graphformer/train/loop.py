@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -20,13 +18,14 @@ from graphformer.datasets.text import Corpus
 from graphformer.device import check_compile
 from graphformer.io import remove_stale_temps
 from graphformer.train.checkpoint import (CHECKPOINT_NAME, check_finite, check_resume,
-                                          finished_result, load_checkpoint, model_config_of,
-                                          restore, rng_state, save_checkpoint, vocab_of)
+                                          checkpoint_state, finished_result, load_checkpoint,
+                                          model_config_of, restore, rng_state,
+                                          save_checkpoint, seed_all)
 from graphformer.train.config import TrainConfig, TrainResult, check_fits
 from graphformer.train.distributed import (Dist, all_reduce_mean, autocast_context, elapsed,
                                            run_device, setup_distributed)
 from graphformer.train.evaluation import estimate_loss, sample_text
-from graphformer.train.log import LOG_NAME, Log, flops_per_token, read_log, show
+from graphformer.train.log import LOG_NAME, Log, model_flops_per_token, read_log, show
 from graphformer.train.optimizer import configure_optimizer, set_lr
 from graphformer.train.schedule import get_lr
 from graphformer.train.signals import StopSignals
@@ -181,9 +180,7 @@ def _setup(model: nn.Module, corpus: Corpus, cfg: TrainConfig, resume: bool, ddp
         state = restore(ckpt, out / CHECKPOINT_NAME, raw, optimizer, data_gen, ddp)
         del ckpt
     else:
-        torch.manual_seed(cfg.seed + ddp.rank)
-        np.random.seed(cfg.seed + ddp.rank)
-        random.seed(cfg.seed + ddp.rank)
+        seed_all(cfg.seed + ddp.rank)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -200,11 +197,7 @@ def _setup(model: nn.Module, corpus: Corpus, cfg: TrainConfig, resume: bool, ddp
     if ddp.master and out is not None and not resume and corpus.tokenizer is not None:
         corpus.tokenizer.save(out / VOCAB_NAME)
     num_params = sum(p.numel() for p in raw.parameters())
-    mcfg = getattr(model, "config", None)
-    mfu_flops = None
-    if cfg.peak_flops and all(hasattr(mcfg, k) for k in ("n_layer", "n_head", "n_embd")):
-        n = raw.get_num_params() if hasattr(raw, "get_num_params") else num_params
-        mfu_flops = flops_per_token(n, mcfg.n_layer, mcfg.n_head, mcfg.n_embd, cfg.block_size)
+    mfu_flops = model_flops_per_token(raw, cfg.block_size) if cfg.peak_flops else None
     if ddp.master:
         log(event="start", iter=start_iter, resume=resume, num_params=num_params,
             world_size=ddp.world_size, device=str(device), dtype=dtype,
@@ -285,19 +278,11 @@ def _checkpoint(run: Run, evaluated: bool) -> None:
         rng = [None] * ddp.world_size
         dist.all_gather_object(rng, rng_state(run.data_gen))
     if ddp.master:
-        save_checkpoint({
-            "model": run.raw.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "iter_num": it,
-            "schedule": {"lr": get_lr(it, cfg), "warmup_iters": cfg.warmup_iters,
-                         "lr_decay_iters": cfg.lr_decay_iters, "min_lr": cfg.min_lr},
-            "best_val_loss": run.best_val, "val_loss": run.val_loss,
-            "train_loss": run.train_loss, "train_time": run.train_time,
-            "wall_time": run.wall_before + time.time() - run.t_wall, "rng": rng,
-            "data": {"corpus": run.corpus.describe()},
-            "model_class": type(run.raw).__qualname__, "model_config": model_config_of(run.raw),
-            "vocab_size": run.corpus.vocab_size, "vocab": vocab_of(run.corpus),
-            "train_config": dataclasses.asdict(cfg), "world_size": ddp.world_size,
-        }, run.ckpt_path)
+        save_checkpoint(checkpoint_state(
+            run.raw, run.optimizer, it, cfg, run.corpus, rng, best_val_loss=run.best_val,
+            val_loss=run.val_loss, train_loss=run.train_loss, train_time=run.train_time,
+            wall_time=run.wall_before + time.time() - run.t_wall, world_size=ddp.world_size),
+            run.ckpt_path)
     run.ckpt_iter = it
 
 
