@@ -126,6 +126,8 @@ def axpby(a: Optional[Tensor], x: Tensor, b: Tensor, y: Tensor) -> Tensor:
     elementwise step of the momentum methods."""
     if torch.compiler.is_compiling():
         return (x if a is None else a * x) + b * y
+    if not torch.is_grad_enabled():  # the same two kernels, without autograd's bookkeeping
+        return torch.addcmul(x if a is None else torch.mul(x, a), b, y)
     return _Axpby.apply(a, x, b, y)
 
 
