@@ -288,3 +288,21 @@ def test_unwritable_out_and_a_string_vocab_size_are_named(tmp_path, load_benchma
     with pytest.raises(ValueError, match=r"meta file's vocab_size must be an integer, got "
                                          r"'ten' \(str\)"):
         BinCorpus(tmp_path)
+
+
+def test_checkpoint_from_before_a_new_config_field_resumes(tmp_path, corpus):
+    from graphformer.models import GPTConfig
+    cfg = _cfg(tmp_path, max_iters=4)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=16, n_layer=1, n_head=2,
+                          n_embd=16))
+    train(model, corpus, cfg)
+    ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    for name in ("rotary", "window"):  # as written before these fields existed
+        del ck["model_config"][name]
+    torch.save(ck, tmp_path / CHECKPOINT_NAME)
+    res = train(GPT(model.config), corpus, _cfg(tmp_path, max_iters=6), resume=True)
+    assert res.iters == 6
+    with pytest.raises(ValueError, match="rotary=False in the checkpoint, True in this run"):
+        train(GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=16, n_layer=1, n_head=2,
+                            n_embd=16, rotary=True)), corpus, _cfg(tmp_path, max_iters=8),
+              resume=True)

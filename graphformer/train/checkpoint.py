@@ -126,6 +126,13 @@ def check_resume(ckpt: dict, path: Path, model: nn.Module, corpus: Corpus,
         raise ValueError(f"{path}: the checkpoint holds a {ckpt.get('model_class')} model, "
                          f"this run builds a {cls}")
     old, new = ckpt.get("model_config"), model_config_of(model)
+    if isinstance(old, dict) and isinstance(new, dict):
+        # a field added to the config since the checkpoint was written, at its default,
+        # is the architecture the checkpoint had
+        cfg = getattr(model, "config", None)
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)
+                    if f.default is not dataclasses.MISSING} if dataclasses.is_dataclass(cfg) else {}
+        old = {**{k: v for k, v in defaults.items() if k not in old and k in new}, **old}
     if old != new:
         if isinstance(old, dict) and isinstance(new, dict):
             diff = [f"{k}={old.get(k, '<absent>')!r} in the checkpoint, "
