@@ -90,3 +90,14 @@ def test_unbounded_model_reads_past_block_size_and_others_do_not():
     assert _model(rotary=True, window=4)(idx)[0].shape == (1, 1, 20)
     with pytest.raises(ValueError, match="block_size is only 16"):
         _model(rotary=True)(idx)
+
+
+def test_cache_refuses_what_it_cannot_hold():
+    model = _model()
+    cache = KVCache(model, 2)
+    with pytest.raises(ValueError, match="holds 2 sequences, got tokens for 1"):
+        cache.feed(torch.zeros(1, 3, dtype=torch.long))
+    cache = KVCache(model, 1)
+    cache.feed(torch.zeros(1, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="position 16 is past the model's 16 positions"):
+        cache.feed(torch.zeros(1, 1, dtype=torch.long))

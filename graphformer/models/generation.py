@@ -119,9 +119,16 @@ class KVCache:
     def feed(self, idx: Tensor) -> Tensor:
         r"""Adds the tokens ``idx`` ``[B, n]`` to the DAG; returns the logits ``[B, V]`` at
         the last of them."""
-        model, cfg = self.model, self.model.config
+        model = self.model
+        model._check_tokens(idx)
         B, n = idx.shape
+        if B != self.batch_size:
+            raise ValueError(f"this cache holds {self.batch_size} sequences, got tokens for {B}")
         positions, real = self._layout(n, idx.device)
+        limit = model.config.num_positions
+        if positions[-1] >= limit and not model.config.unbounded:
+            raise ValueError(f"position {positions[-1]} is past the model's {limit} positions: "
+                             f"reset() and feed the cropped context")
         pos = torch.tensor(positions, device=idx.device)
         real_t = torch.tensor(real, device=idx.device)
         tok = idx.new_full((B, len(real)), -1)
