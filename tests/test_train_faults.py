@@ -208,8 +208,8 @@ def test_finished_run_resumed_changes_nothing(tmp_path, load_benchmark):
 
 
 CHILD_FLAGS = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
-               "--batch_size", "4", "--max_iters", "300", "--warmup", "2", "--eval_interval",
-               "25", "--eval_iters", "2", "--log_interval", "5", "--num_chars", "20000",
+               "--batch_size", "4", "--max_iters", "120", "--warmup", "2", "--eval_interval",
+               "20", "--eval_iters", "2", "--log_interval", "5", "--num_chars", "20000",
                "--device", "cpu", "--quiet", "--dropout", "0.1"]
 
 
@@ -251,10 +251,10 @@ def test_killed_at_a_checkpoint_then_resumed_is_bitwise_the_same(tmp_path, unint
         assert re_search(r"stopped by SIGTERM after step \d+: .*ckpt\.pt \(step \d+\) is kept; "
                          r"resume=True \(benchmarks/lm\.py --resume\)", last), err
     stopped = load_checkpoint(ckpt)["iter_num"]
-    assert 0 < stopped < 300
+    assert 0 < stopped < 120
     _lm(tmp_path, "--resume")
     final = load_checkpoint(ckpt)
-    assert final["iter_num"] == 300
+    assert final["iter_num"] == 120
     for k, v in uninterrupted["model"].items():
         assert torch.equal(v, final["model"][k]), k
     assert final["best_val_loss"] == uninterrupted["best_val_loss"]
