@@ -104,6 +104,8 @@ class Run:
 
 def _train(model: nn.Module, corpus: Corpus, config: TrainConfig, resume: bool, ddp: Dist,
            stop: StopSignals) -> TrainResult:
+    r"""The loop: at every step evaluate, sample and checkpoint when due, then one
+    optimisation step, its log line, and a look for a stop signal."""
     cfg = config.resolved()
     ckpt = _prepare(model, corpus, cfg, resume, ddp)
     if ckpt is not None and ckpt["iter_num"] >= cfg.max_iters:
