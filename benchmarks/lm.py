@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import os
@@ -59,6 +60,7 @@ ARCHS = {
 
 #: The defaults of every flag: one place for each (the dataclasses).
 RUN, MODEL = TrainConfig(), GPTConfig()
+CORPUS = {k: p.default for k, p in inspect.signature(load_corpus).parameters.items()}
 
 #: Dense bf16 peak FLOP/s per GPU, for the model FLOPs utilisation.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -89,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--data", default=None,
                    help="a UTF-8 text file, a folder with train.bin/val.bin, or nothing for "
                         "the generated stories")
-    d.add_argument("--val_fraction", type=float, default=0.1,
+    d.add_argument("--val_fraction", type=float, default=CORPUS["val_fraction"],
                    help="last share of a text file held out for validation")
     d.add_argument("--num_chars", type=int, default=1_000_000,
                    help="size of the generated stories")
