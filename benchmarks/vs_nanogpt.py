@@ -18,7 +18,7 @@ dropout 0):
 Times are CPU seconds of this thread (``time.thread_time``), the median over ``--reps``
 interleaved rounds. Example::
 
-    python benchmarks/vs_nanogpt.py --nanogpt /tmp/scratch-nanogpt --out results/vs_nanogpt
+    python benchmarks/vs_nanogpt.py --nanogpt PATH/TO/nanoGPT --out results/vs_nanogpt
 """
 from __future__ import annotations
 
