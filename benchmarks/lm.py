@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
+import io
 import json
 import os
 import re
@@ -40,8 +42,10 @@ import torch.distributed as dist
 
 from graphformer.datasets import load_corpus
 from graphformer.device import check_compile, resolve_device
+from graphformer.io import (atomic_write, check_writable_dir, write_json_atomic,
+                            write_text_atomic)
 from graphformer.models import GPT, GPTConfig
-from graphformer.train import CHECKPOINT_NAME, TrainConfig, train
+from graphformer.train import CHECKPOINT_NAME, TrainConfig, TrainingInterrupted, train
 
 #: ``--arch`` name -> GPTConfig fields.
 ARCHS = {
@@ -53,6 +57,10 @@ ARCHS = {
     "diff": dict(method="gd", scheme="lie_trotter", attention="diff"),
     "pause": dict(method="gd", scheme="lie_trotter"),  # + pause_every
 }
+
+#: The defaults of every flag: one place for each (the dataclasses).
+RUN, MODEL = TrainConfig(), GPTConfig()
+CORPUS = {k: p.default for k, p in inspect.signature(load_corpus).parameters.items()}
 
 #: Dense bf16 peak FLOP/s per GPU, for the model FLOPs utilisation.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -83,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--data", default=None,
                    help="a UTF-8 text file, a folder with train.bin/val.bin, or nothing for "
                         "the generated stories")
-    d.add_argument("--val_fraction", type=float, default=0.1,
+    d.add_argument("--val_fraction", type=float, default=CORPUS["val_fraction"],
                    help="last share of a text file held out for validation")
     d.add_argument("--num_chars", type=int, default=1_000_000,
                    help="size of the generated stories")
@@ -91,35 +99,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--vocab_size", type=int, default=None,
                    help="vocabulary size of .bin files without meta.json/meta.pkl")
     m = p.add_argument_group("model")
-    m.add_argument("--n_layer", type=int, default=4)
-    m.add_argument("--n_head", type=int, default=4)
-    m.add_argument("--n_embd", type=int, default=128)
-    m.add_argument("--block_size", type=int, default=64)
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--n_layer", type=int, default=MODEL.n_layer)
+    m.add_argument("--n_head", type=int, default=MODEL.n_head)
+    m.add_argument("--n_embd", type=int, default=MODEL.n_embd)
+    m.add_argument("--block_size", type=int, default=RUN.block_size)
+    m.add_argument("--dropout", type=float, default=MODEL.dropout)
+    m.add_argument("--bias", action=argparse.BooleanOptionalAction, default=MODEL.bias)
     m.add_argument("--pause_every", type=int, default=8, help="pause token period of --arch pause")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--batch_size", type=int, default=12, help="global rows per micro-step")
-    o.add_argument("--grad_accum", type=int, default=1)
-    o.add_argument("--max_iters", type=int, default=2000)
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--min_lr", type=float, default=None, help="default: --lr / 10")
-    o.add_argument("--warmup", type=int, default=100)
-    o.add_argument("--lr_decay_iters", type=int, default=None, help="default: max_iters")
-    o.add_argument("--scalar_lr", type=float, default=None,
+    o.add_argument("--batch_size", type=int, default=RUN.batch_size,
+                   help="global rows per micro-step")
+    o.add_argument("--grad_accum", type=int, default=RUN.grad_accum)
+    o.add_argument("--max_iters", type=int, default=RUN.max_iters)
+    o.add_argument("--lr", type=float, default=RUN.learning_rate)
+    o.add_argument("--min_lr", type=float, default=RUN.min_lr, help="default: --lr / 10")
+    o.add_argument("--warmup", type=int, default=RUN.warmup_iters)
+    o.add_argument("--lr_decay_iters", type=int, default=RUN.lr_decay_iters,
+                   help="default: max_iters")
+    o.add_argument("--scalar_lr", type=float, default=RUN.scalar_lr,
                    help="learning rate of the dynamics' scalars (default: --lr)")
-    o.add_argument("--weight_decay", type=float, default=0.1)
-    o.add_argument("--beta1", type=float, default=0.9)
-    o.add_argument("--beta2", type=float, default=0.99)
-    o.add_argument("--grad_clip", type=float, default=1.0)
+    o.add_argument("--weight_decay", type=float, default=RUN.weight_decay)
+    o.add_argument("--beta1", type=float, default=RUN.beta1)
+    o.add_argument("--beta2", type=float, default=RUN.beta2)
+    o.add_argument("--grad_clip", type=float, default=RUN.grad_clip)
     e = p.add_argument_group("evaluation and system")
-    e.add_argument("--eval_interval", type=int, default=250)
-    e.add_argument("--eval_iters", type=int, default=100)
-    e.add_argument("--log_interval", type=int, default=10)
-    e.add_argument("--sample_interval", type=int, default=0, help="0: sample at the end only")
-    e.add_argument("--sample_tokens", type=int, default=300)
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    e.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    e.add_argument("--eval_interval", type=int, default=RUN.eval_interval)
+    e.add_argument("--eval_iters", type=int, default=RUN.eval_iters)
+    e.add_argument("--log_interval", type=int, default=RUN.log_interval)
+    e.add_argument("--sample_interval", type=int, default=RUN.sample_interval,
+                   help="0: sample at the end only")
+    e.add_argument("--sample_tokens", type=int, default=RUN.sample_tokens)
+    e.add_argument("--device", default=RUN.device, help="auto, cpu, cuda, cuda:1, ...")
+    e.add_argument("--dtype", default=RUN.dtype, choices=["auto", "float32", "bfloat16"])
     e.add_argument("--compile", action="store_true", help="torch.compile the model")
     e.add_argument("--peak_flops", type=float, default=None,
                    help="peak FLOP/s of one device for MFU (default: known GPUs)")
@@ -146,6 +157,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             p.error(f"{name} names {', '.join(repeated)} more than once")
+    try:
+        check_writable_dir(args.out)
+    except ValueError as e:
+        p.error(f"--out: {e}")
     if not 0.0 < args.val_fraction < 1.0:
         p.error(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
     if args.num_chars < 1:
@@ -209,6 +224,14 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
         print(f"== {arch}, seed {seed}: {'resuming' if resume else 'training'} in {out_dir}",
               flush=True)
     res = train(model, corpus, train_config(args, seed, out_dir), resume=resume)
+    done = out_dir / "result.json"
+    if resume and done.is_file():  # a finished run resumed: what it wrote stays as it was
+        old = read_results(Path(args.out), [arch], [seed])[0]
+        if old["iters"] == res.iters:
+            if master:
+                print(f"   already finished: {done} kept", flush=True)
+            return old
+    gen = generation_speed(model, args.sample_tokens)
     mfu = [r["mfu"] for r in res.history if r["event"] == "train" and "mfu" in r]
     sample = next((r["text"] for r in reversed(res.history) if r["event"] == "sample"), "")
     summary = dict(
@@ -217,16 +240,35 @@ def run_one(args, arch: str, seed: int, corpus, master: bool) -> dict:
         num_params_nanogpt=model.get_num_params(), wall_time=res.wall_time,
         train_time=res.train_time, tokens_per_sec=res.tokens_per_sec,
         mfu=statistics.mean(mfu[len(mfu) // 5:]) if mfu else None,
+        generate_tokens_per_sec=gen,
         model_config=model.config_dict(), corpus=corpus.describe(), sample=sample,
         history=[{k: r[k] for k in ("event", "iter", "loss", "val_loss") if k in r}
                  for r in res.history if r["event"] in ("train", "eval")])
     if master:
-        (out_dir / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_json_atomic(done, summary)
         print(f"   best val loss {res.best_val_loss:.4f}, {res.num_params:,} params, "
-              f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s"
+              f"{res.wall_time:.0f} s, {res.tokens_per_sec:,.0f} tokens/s; generation "
+              f"{gen['cached']:,.0f} tokens/s cached, {gen['uncached']:,.0f} uncached"
               + (f", MFU {summary['mfu']:.1%}" if summary["mfu"] is not None else ""),
               flush=True)
     return summary
+
+
+def generation_speed(model: GPT, tokens: int) -> dict:
+    r"""Tokens per second of sampling ``tokens`` tokens at batch 1 after a 1-token prompt,
+    with the cache (one new node per token) and without (the whole context every time)."""
+    model.eval()
+    device = next(model.parameters()).device
+    idx = torch.zeros(1, 1, dtype=torch.long, device=device)
+    speed = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for name, use_cache in (("cached", True), ("uncached", False)):
+            t = time.perf_counter()
+            model.generate(idx, tokens, use_cache=use_cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            speed[name] = tokens / (time.perf_counter() - t)
+    return speed
 
 
 def read_results(out: Path, archs: list[str], seeds: list[int]) -> list[dict]:
@@ -271,13 +313,14 @@ def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict
             wall_time_mean=_stats([r["wall_time"] for r in rs])[0],
             tokens_per_sec_mean=_stats([r["tokens_per_sec"] for r in rs])[0],
             iters=rs[0]["iters"]))
-    (out / "compare.json").write_text(json.dumps({"rows": rows, "runs": [
-        {k: v for k, v in r.items() if k != "history"} for r in runs]}, indent=1) + "\n")
-    with open(out / "compare.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for row in rows:
-            w.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    write_json_atomic(out / "compare.json", {"rows": rows, "runs": [
+        {k: v for k, v in r.items() if k != "history"} for r in runs]})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for row in rows:
+        w.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    write_text_atomic(out / "compare.csv", buf.getvalue())
     lines = ["| arch | best val loss (mean ± std) | min | max | seeds | params (nanoGPT) | "
              "params (total) | wall time (s) | tokens/s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -288,7 +331,7 @@ def write_comparison(runs: list[dict], out: Path, archs: list[str]) -> list[dict
                      f"{r['best_val_loss_max']:.4f} | {len(r['seeds'])} | "
                      f"{r['num_params_nanogpt']:,} | {r['num_params']:,} | "
                      f"{r['wall_time_mean']:.0f} | {r['tokens_per_sec_mean']:,.0f} |")
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "compare.md", "\n".join(lines) + "\n")
     plot_curves(runs, archs, out / "loss_curves.png")
     return rows
 
@@ -335,7 +378,7 @@ def plot_curves(runs: list[dict], archs: list[str], path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
     plt.close(fig)
 
 
@@ -381,4 +424,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except TrainingInterrupted as e:  # SIGTERM or Ctrl-C between two steps: one line
+        print(f"{e}", file=sys.stderr)
+        sys.exit(143 if e.signal == "SIGTERM" else 130)
+    except KeyboardInterrupt:  # a second Ctrl-C: at once
+        print("interrupted; the last checkpoint is kept: run again with --resume",
+              file=sys.stderr)
+        sys.exit(130)

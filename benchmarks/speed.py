@@ -67,6 +67,7 @@ from torch_geometric.nn import TransformerConv
 from graphformer.datasets.synthetic import binary_tree_batch, packed_documents
 from graphformer.device import peak_memory, resolve_device
 from graphformer.graph import CausalGraph
+from graphformer.io import check_writable_dir, write_json_atomic
 from graphformer.nn import AttentionConv, kernels
 
 GROUPS = ("dense", "window", "documents", "tree", "tree-edge", "causal-edge")
@@ -169,6 +170,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.threads = [None]  # CPU threads do not change a GPU kernel's time
     if Path(args.out).exists() and not Path(args.out).is_dir():
         p.error(f"--out {args.out!r} is a file, not a folder")
+    try:
+        check_writable_dir(args.out)
+    except ValueError as e:
+        p.error(f"--out: {e}")
     return args
 
 
@@ -440,14 +445,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                               default=threads is None)
     torch.set_num_threads(default_threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     clock = "" if args.clock == "wall" else "_cputime"
     path = out / f"speed_{device.type}_{args.dtype}_T{args.length}{clock}.json"
     payload = dict(machine=info, args={k: v for k, v in vars(args).items()},
                    targets=TARGETS, results=results)
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = list(os.getloadavg())
-    path.write_text(json.dumps(payload, indent=1))
+    write_json_atomic(path, payload)
     print(f"wrote {path}")
     return 0
 

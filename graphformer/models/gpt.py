@@ -7,6 +7,7 @@ update method and a splitting scheme, and :class:`GPT` itself.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -36,7 +37,11 @@ class GPTConfig:
     from their own learned token and position embeddings (the paper's GPT);
     ``v0="zero"`` starts from rest, for parameter-matched comparisons. ``pause_every=k``
     inserts a learned ``<pause>`` token after every ``k`` tokens (Goyal et al. 2024); the
-    pauses' outputs are not predicted.
+    pauses' outputs are not predicted. ``rotary=True`` puts rotary position embeddings in
+    the attention instead of the learned absolute ones (no ``wpe``); ``window=w`` lets a
+    token attend to the ``w`` latest positions only (a sliding-window
+    :class:`~graphformer.graph.CausalGraph`). A model with both has no limit of length:
+    it reads any sequence, and generation keeps a rolling cache of ``w`` positions.
     """
     block_size: int = 256
     vocab_size: int = 65
@@ -53,6 +58,8 @@ class GPTConfig:
     activation: str = "gelu"
     kernel: str = "auto"
     method_kwargs: Dict[str, float] = field(default_factory=dict)
+    rotary: bool = False
+    window: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -70,6 +77,18 @@ class GPTConfig:
             raise ValueError(f"unknown v0 {self.v0!r}; valid: {', '.join(VELOCITY_INITS)}")
         if self.pause_every < 0:
             raise ValueError(f"pause_every must be >= 0, got {self.pause_every}")
+        if self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary=True needs an even head size, got "
+                             f"{self.n_embd // self.n_head}")
+        if self.window is not None:
+            self.window = check_int("window", self.window, 1, error=ValueError,
+                                    hint="; None means no window")
+
+    @property
+    def unbounded(self) -> bool:
+        r"""Whether the model reads sequences of any length: no learned positions to run
+        out of (``rotary``) and a bounded receptive field (``window``)."""
+        return self.rotary and self.window is not None
 
     @property
     def uses_velocity(self) -> bool:
@@ -90,57 +109,17 @@ def _layer_count(state_dict: Mapping[str, Tensor], prefix: str) -> Optional[int]
     return 1 + max(indices) if indices else None
 
 
-def _without_gpt2_buffers(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    # GPT-2's causal-mask buffers (older transformers versions): not weights
-    return {k: v for k, v in state_dict.items()
-            if not k.endswith(".attn.bias") and not k.endswith(".attn.masked_bias")}
-
-
-#: Hugging Face ``activation_function`` -> :class:`GPTConfig` ``activation``.
-GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                    "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
-
-
-def _from_gpt2_config(config: Any, **sizes: int) -> Dict[str, Any]:
-    r"""The :class:`GPTConfig` fields a ``GPT2Config`` sets (``n_head``, ``activation``),
-    after checking that it describes weights of ``sizes`` and an architecture this GPT
-    can run."""
-    if not all(hasattr(config, name) for name in ("n_head", "n_embd", "n_layer",
-                                                   "activation_function")):
-        raise TypeError(f"config must be a transformers GPT2Config, got {type(config).__name__}")
-    given = dict(vocab_size=config.vocab_size, n_embd=config.n_embd,
-                 block_size=config.n_positions, n_layer=config.n_layer)
-    for name, value in sizes.items():
-        if given[name] != value:
-            raise ValueError(f"the GPT2Config says {name}={given[name]} but the weights have "
-                             f"{name}={value}")
-    act = config.activation_function
-    if act not in GPT2_ACTIVATIONS:
-        raise ValueError(f"GPT-2 activation {act!r} has no equivalent here; supported: "
-                         f"{', '.join(GPT2_ACTIVATIONS)}")
-    n_inner = getattr(config, "n_inner", None)
-    if n_inner is not None and n_inner != 4 * config.n_embd:
-        raise ValueError(f"n_inner={n_inner}: this GPT's MLP is 4 * n_embd = {4 * config.n_embd}")
-    eps = getattr(config, "layer_norm_epsilon", 1e-5)
-    if eps != 1e-5:
-        raise ValueError(f"layer_norm_epsilon={eps}: this GPT's LayerNorms use 1e-5")
-    if not getattr(config, "scale_attn_weights", True) or getattr(
-            config, "scale_attn_by_inverse_layer_idx", False):
-        raise ValueError("this GPT scales attention scores by 1/sqrt(head size) only "
-                         "(scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False)")
-    return dict(n_head=config.n_head, activation=GPT2_ACTIVATIONS[act])
-
-
 def attention_oracle(config: GPTConfig, layer: int) -> Oracle:
     r"""``Dropout(c_proj(Attn(LN(x))))``: the interaction-energy step of one layer."""
     head = config.n_embd // config.n_head
     if config.attention == "diff":
         conv = DiffAttentionConv(config.n_embd, head, heads=config.n_head, layer=layer,
                                  dropout=config.dropout, root_weight=False, bias=config.bias,
-                                 kernel=config.kernel)
+                                 kernel=config.kernel, rotary=config.rotary)
     else:
-        conv = AttentionConv(config.n_embd, head, heads=config.n_head, dropout=config.dropout,
-                             root_weight=False, bias=config.bias, kernel=config.kernel)
+        conv = AttentionConv(in_channels=config.n_embd, out_channels=head, heads=config.n_head,
+                             dropout=config.dropout, root_weight=False, bias=config.bias,
+                             kernel=config.kernel, rotary=config.rotary)
     out = nn.Sequential(nn.Linear(config.n_embd, config.n_embd, bias=config.bias),
                         nn.Dropout(config.dropout))
     return Oracle(conv, norm=nn.LayerNorm(config.n_embd, bias=config.bias), out=out)
@@ -166,7 +145,7 @@ class GPT(nn.Module):
         C = config.n_embd
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, C),
-            wpe=nn.Embedding(config.num_positions, C),
+            wpe=None if config.rotary else nn.Embedding(config.num_positions, C),
             drop=nn.Dropout(config.dropout),
             h=Stack([[attention_oracle(config, layer), mlp_oracle(config)]
                      for layer in range(config.n_layer)],
@@ -175,8 +154,9 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(C, bias=config.bias),
         ))
         if config.uses_velocity and config.v0 == "embedding":
-            self.velocity = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, C),
-                                               wpe=nn.Embedding(config.num_positions, C)))
+            self.velocity = nn.ModuleDict(dict(
+                wte=nn.Embedding(config.vocab_size, C),
+                wpe=None if config.rotary else nn.Embedding(config.num_positions, C)))
         else:
             self.velocity = None
         self.pause = nn.Parameter(torch.zeros(C)) if config.pause_every else None
@@ -206,7 +186,7 @@ class GPT(nn.Module):
         r"""Parameter count; by default without the position embeddings (as nanoGPT:
         the token embedding counts, since it is tied to the head)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.transformer.wpe is not None:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -214,7 +194,8 @@ class GPT(nn.Module):
         r"""The causal DAG of ``batch_size`` sequences of ``length`` tokens (cached)."""
         key = (batch_size, length, str(device))
         if key not in self._graphs:
-            self._graphs = {key: CausalGraph.from_lengths([length] * batch_size).to(device)}
+            self._graphs = {key: CausalGraph.from_lengths(
+                [length] * batch_size, window=self.config.window).to(device)}
         return self._graphs[key]
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None,
@@ -251,14 +232,15 @@ class GPT(nn.Module):
         return logits, loss
 
     @staticmethod
-    def embed(wte: nn.Embedding, wpe: nn.Embedding, idx: Tensor, pos: Tensor,
+    def embed(wte: nn.Embedding, wpe: Optional[nn.Embedding], idx: Tensor, pos: Tensor,
               real: Optional[Tensor], pause: Optional[Tensor]) -> Tensor:
-        r"""Token plus position embedding; pause slots get ``pause`` (or zero) as token."""
+        r"""Token plus position embedding (none with rotary positions); pause slots get
+        ``pause`` (or zero) as token."""
         tok = wte(idx.clamp(min=0))
         if real is not None:
             fill = pause.view(1, 1, -1) if pause is not None else tok.new_zeros(())
             tok = torch.where(real.view(1, -1, 1), tok, fill)
-        return tok + wpe(pos)
+        return tok if wpe is None else tok + wpe(pos)
 
     def insert_pauses(self, idx: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         r"""With ``pause_every=k``: the token sequence with a pause slot (id ``-1``)
@@ -290,7 +272,7 @@ class GPT(nn.Module):
         if idx.size(0) == 0 or idx.size(1) == 0:
             raise ValueError(f"idx must hold at least one sequence of at least one token, "
                              f"got shape {list(idx.shape)}")
-        if idx.size(1) > self.config.block_size:
+        if idx.size(1) > self.config.block_size and not self.config.unbounded:
             raise ValueError(f"cannot forward a sequence of length {idx.size(1)}: "
                              f"block_size is only {self.config.block_size}")
         if torch.compiler.is_compiling():
@@ -323,11 +305,19 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None) -> Tensor:
-        r"""Samples ``max_new_tokens`` tokens after ``idx`` ``[B, T]``, feeding back at most
-        ``block_size`` tokens of context each time. ``temperature=0`` is greedy decoding
-        (the most likely token every time); ``top_k`` keeps the ``k`` most likely tokens
-        (``None``: all)."""
+                 top_k: Optional[int] = None, use_cache: bool = True) -> Tensor:
+        r"""Samples ``max_new_tokens`` tokens after ``idx`` ``[B, T]``. ``temperature=0`` is
+        greedy decoding (the most likely token every time); ``top_k`` keeps the ``k`` most
+        likely tokens (``None``: all).
+
+        With ``use_cache`` (in evaluation mode) each new token is one new node of the DAG,
+        computed against the cached keys and values of the earlier ones
+        (:class:`~graphformer.models.generation.KVCache`); it samples the same tokens as
+        ``use_cache=False``, which runs the whole context every time. Past ``block_size``
+        tokens the context is cropped to the last ``block_size`` and recomputed, as nanoGPT
+        does, except for a model with rotary positions and a sliding window, which reads
+        the whole sequence (with a rolling cache)."""
+        from graphformer.models.generation import KVCache, sample_next, supports_cache
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                 or not math.isfinite(temperature) or temperature < 0):
@@ -337,19 +327,21 @@ class GPT(nn.Module):
             top_k = check_int("top_k", top_k, 1, error=ValueError,
                               hint="; None keeps all tokens, temperature=0 is greedy decoding")
         self._check_tokens(idx)
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
-            logits, _ = self(context)
-            logits = logits[:, -1, :]
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+        block, unbounded = self.config.block_size, self.config.unbounded
+        cache = KVCache(self, idx.size(0)) if use_cache and supports_cache(self) else None
+        logits = cache.feed(idx) if cache is not None else None
+        for step in range(max_new_tokens):
+            if cache is None:
+                context = idx if unbounded else idx[:, -block:]
+                logits = self(context)[0][:, -1, :]
+            next_id = sample_next(logits, temperature, top_k)
             idx = torch.cat((idx, next_id), dim=1)
+            if cache is not None and step < max_new_tokens - 1:
+                if idx.size(1) <= block or unbounded:
+                    logits = cache.feed(next_id)
+                else:  # past the window with positions that move: recompute the crop
+                    cache.reset()
+                    logits = cache.feed(idx[:, -block:])
         return idx
 
     # ------------------------------------------------------------------ state dicts
@@ -399,131 +391,37 @@ class GPT(nn.Module):
                 f"vocab_size={c.vocab_size}, method={c.method}, scheme={c.scheme}, "
                 f"attention={c.attention}, v0={c.v0}")
 
+    # ------------------------------------------------------------------ other checkpoints
     @classmethod
     def from_gpt2_state_dict(cls, state_dict: Union[Mapping[str, Tensor], nn.Module],
                              config: Any = None, **overrides) -> "GPT":
-        r"""A GPT with the weights of a Hugging Face GPT-2 (no download).
+        r"""A GPT with the weights of a Hugging Face GPT-2 (no download); see
+        :func:`graphformer.models.pretrained.gpt_from_gpt2`."""
+        from graphformer.models.pretrained import gpt_from_gpt2
+        return gpt_from_gpt2(state_dict, config, cls=cls, **overrides)
 
-        ``state_dict`` is a ``GPT2LMHeadModel`` state dict, or the ``GPT2LMHeadModel``
-        itself. Sizes are read from the tensors. The rest of the architecture comes
-        from the ``GPT2Config`` (``config``, or the model's own): ``n_head`` and the
-        activation (``gelu_new`` is ``activation="gelu_tanh"``); settings this GPT
-        cannot express (another MLP width or LayerNorm epsilon, unscaled attention) are
-        refused. With a bare state dict, pass ``n_head=`` (GPT-2 state dicts do not
-        record it) and ``activation=`` by hand. ``overrides`` set other
-        :class:`GPTConfig` fields (dropout, kernel, ...); they may not contradict the
-        ``GPT2Config``."""
-        if isinstance(state_dict, nn.Module):
-            if config is None:
-                config = getattr(state_dict, "config", None)
-            state_dict = state_dict.state_dict()
-        if not isinstance(state_dict, Mapping):
-            raise TypeError("from_gpt2_state_dict takes a GPT2LMHeadModel or its state dict, "
-                            f"got {type(state_dict).__name__}")
-        sd = _without_gpt2_buffers(state_dict)
-        try:
-            vocab_size, n_embd = sd["transformer.wte.weight"].shape
-            block_size = sd["transformer.wpe.weight"].shape[0]
-        except KeyError as e:
-            raise ValueError(f"not a GPT2LMHeadModel state dict: no {e.args[0]}") from None
-        n_layer = _layer_count(sd, "transformer.h.")
-        if n_layer is None:
-            raise ValueError("not a GPT2LMHeadModel state dict: no transformer.h.<layer> keys")
-        if config is not None:
-            for name, value in _from_gpt2_config(config, vocab_size=vocab_size, n_embd=n_embd,
-                                                 block_size=block_size,
-                                                 n_layer=n_layer).items():
-                if name in overrides and overrides[name] != value:
-                    raise ValueError(f"{name}={overrides[name]!r} contradicts the GPT2Config "
-                                     f"({name}={value!r})")
-                overrides[name] = value
-        if "n_head" not in overrides:
-            raise ValueError("GPT-2 state dicts do not record the number of heads: pass "
-                             "n_head=, or the GPT2LMHeadModel or its GPT2Config")
-        for name in ("block_size", "vocab_size", "n_layer", "n_embd", "bias"):
-            if name in overrides:
-                raise ValueError(f"{name} is read from the GPT-2 weights; do not pass it")
-        gpt_config = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer,
-                               n_embd=n_embd, bias="transformer.ln_f.bias" in sd, **overrides)
-        model = cls(gpt_config)
-        model.load_gpt2_state_dict(sd)
-        return model
+    @classmethod
+    def from_nanogpt(cls, checkpoint: Union[str, "os.PathLike", Mapping[str, Any]],
+                     **overrides) -> "GPT":
+        r"""A GPT with the weights of a nanoGPT checkpoint (its ``ckpt.pt``, or the loaded
+        dict with ``model`` and ``model_args``):
+        ``model = GPT.from_nanogpt("out-shakespeare-char/ckpt.pt")``; see
+        :func:`graphformer.models.pretrained.gpt_from_nanogpt`."""
+        from graphformer.models.pretrained import gpt_from_nanogpt
+        return gpt_from_nanogpt(checkpoint, cls=cls, **overrides)
 
     def gpt2_weights(self, sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        r"""This model's state-dict entries from GPT-2 weights (Hugging Face names,
-        ``Conv1D`` layout), all checked: the layer count, every key this model needs
-        (missing), every key it cannot use (unexpected) and every shape. Raises a
-        :class:`ValueError` naming the first mismatch."""
-        if not isinstance(sd, Mapping):
-            raise TypeError(f"GPT-2 weights must be a state dict, got {type(sd).__name__}")
-        sd = _without_gpt2_buffers(sd)
-        C, L = self.config.n_embd, self.config.n_layer
-        own = self.state_dict()
-        layers = _layer_count(sd, "transformer.h.")
-        if layers != L:
-            raise ValueError(f"the GPT-2 state dict has {layers or 0} layers but this GPT "
-                             f"has n_layer={L}")
-        used = set()
-
-        def get(key: str) -> Tensor:
-            if key not in sd:
-                raise ValueError(f"the GPT-2 state dict has no {key!r} (this GPT "
-                                 f"{'has' if self.config.bias else 'has no'} biases)")
-            used.add(key)
-            return sd[key]
-
-        out: Dict[str, Tensor] = {"transformer.wte.weight": get("transformer.wte.weight"),
-                                  "transformer.wpe.weight": get("transformer.wpe.weight")}
-        params = ["weight", "bias"] if self.config.bias else ["weight"]
-        for name in params:
-            out[f"transformer.ln_f.{name}"] = get(f"transformer.ln_f.{name}")
-        for layer in range(L):
-            hf, ours = f"transformer.h.{layer}.", f"transformer.h.layers.{layer}."
-            attn, mlp = ours + "0.", ours + "1."
-            for name in params:
-                c_attn = get(hf + f"attn.c_attn.{name}")
-                if c_attn.shape[-1] != 3 * C:
-                    raise ValueError(f"GPT-2 weight {hf}attn.c_attn.{name} has shape "
-                                     f"{list(c_attn.shape)}; this GPT needs [..., {3 * C}]")
-                parts = c_attn.t().split(C, 0) if name == "weight" else c_attn.split(C)
-                for part, lin in zip(parts, ("lin_query", "lin_key", "lin_value")):
-                    out[attn + f"conv.{lin}.{name}"] = part
-                for src, dst in (("ln_1", attn + "norm"), ("ln_2", mlp + "norm"),
-                                 ("attn.c_proj", attn + "out.0"),
-                                 ("mlp.c_fc", mlp + "conv.c_fc"),
-                                 ("mlp.c_proj", mlp + "conv.c_proj")):
-                    value = get(hf + f"{src}.{name}")
-                    # Conv1D stores [in, out]: a Linear weight is its transpose
-                    transpose = name == "weight" and not src.startswith("ln")
-                    out[f"{dst}.{name}"] = value.t() if transpose else value
-        head = sd.get("lm_head.weight")
-        if head is not None:
-            used.add("lm_head.weight")
-            if head.shape != out["transformer.wte.weight"].shape or not torch.equal(
-                    head, out["transformer.wte.weight"]):
-                raise ValueError("lm_head.weight differs from transformer.wte.weight: this GPT "
-                                 "ties its head to the token embedding, as GPT-2 does")
-        unexpected = [k for k in sd if k not in used]
-        if unexpected:
-            raise ValueError(f"the GPT-2 state dict has a key this GPT cannot use: "
-                             f"{unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)"
-                                                     if len(unexpected) > 1 else ""))
-        for key, value in out.items():
-            if key not in own:
-                raise ValueError(f"this GPT ({self.describe()}) has no {key!r}: it is not "
-                                 "a GPT-2 architecture")
-            if value.shape != own[key].shape:
-                raise ValueError(f"GPT-2 weight for {key} has shape {list(value.shape)}, "
-                                 f"this model has {list(own[key].shape)}")
-        return out
+        r"""This model's state-dict entries from GPT-2 weights; see
+        :func:`graphformer.models.pretrained.gpt2_weights`."""
+        from graphformer.models.pretrained import gpt2_weights
+        return gpt2_weights(self, sd)
 
     @torch.no_grad()
     def load_gpt2_state_dict(self, sd: Mapping[str, Tensor]) -> None:
         r"""Copies GPT-2 weights (Hugging Face names, ``Conv1D`` layout) into this model,
-        all or nothing: :meth:`gpt2_weights` checks every key and shape first, so a state
-        dict of another configuration fails before any weight is copied. Parameters GPT-2
-        does not have (momentum scalars, velocity embeddings, the pause token) keep their
-        values."""
+        all or nothing: :meth:`gpt2_weights` checks every key and shape first. Parameters
+        GPT-2 does not have (momentum scalars, velocity embeddings, the pause token) keep
+        their values."""
         weights = self.gpt2_weights(sd)
         own = self.state_dict()
         for key, value in weights.items():

@@ -112,6 +112,43 @@ def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
 
 
 # ---------------------------------------------------------------------- update methods
+class _Axpby(torch.autograd.Function):
+    r"""``a * x + b * y`` for 0-d tensors ``a``, ``b`` (``a = None``: 1) in two kernels,
+    with the scalars' gradients as dot products (no ``[N, C]`` temporary per scalar)."""
+
+    @staticmethod
+    def forward(ctx, a, x, b, y):
+        out = torch.mul(x, a) if a is not None else x.clone()
+        out.addcmul_(b, y)  # one pass: out += b * y
+        ctx.save_for_backward(a if a is not None else x.new_empty(0), x, b, y)
+        ctx.has_a = a is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, x, b, y = ctx.saved_tensors
+        ga = gx = gb = gy = None
+        if ctx.has_a and ctx.needs_input_grad[0]:
+            ga = torch.vdot(g.reshape(-1), x.reshape(-1)).reshape(a.shape)
+        if ctx.needs_input_grad[1]:
+            gx = g * a if ctx.has_a else g
+        if ctx.needs_input_grad[2]:
+            gb = torch.vdot(g.reshape(-1), y.reshape(-1)).reshape(b.shape)
+        if ctx.needs_input_grad[3]:
+            gy = g * b
+        return ga, gx, gb, gy
+
+
+def axpby(a: Optional[Tensor], x: Tensor, b: Tensor, y: Tensor) -> Tensor:
+    r""":math:`a x + b y` for scalar tensors :math:`a, b` (``a = None`` for 1): the fused
+    elementwise step of the momentum methods."""
+    if torch.compiler.is_compiling():
+        return (x if a is None else a * x) + b * y
+    if not torch.is_grad_enabled():  # the same two kernels, without autograd's bookkeeping
+        return torch.addcmul(x if a is None else torch.mul(x, a), b, y)
+    return _Axpby.apply(a, x, b, y)
+
+
 def _inverse_sigmoid(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -132,7 +169,14 @@ class UpdateMethod(nn.Module):
         self.num_substeps = num_substeps
         self.channels = channels
 
-    def step(self, k: int, x: Tensor, v: Optional[Tensor], direction) -> Tuple[Tensor, Optional[Tensor]]:
+    def coefficients(self) -> Optional[Sequence[Tuple[Tensor, ...]]]:
+        r"""The method's scalars for each sub-step of the layer, computed once per layer
+        and passed to :meth:`step` (``None``: the method has none)."""
+        return None
+
+    def step(self, k: int, x: Tensor, v: Optional[Tensor], direction,
+             coefficients: Optional[Sequence[Tuple[Tensor, ...]]] = None
+             ) -> Tuple[Tensor, Optional[Tensor]]:
         raise NotImplementedError
 
 
@@ -143,7 +187,7 @@ class GradientDescent(UpdateMethod):
     """
     name = "gd"
 
-    def step(self, k, x, v, direction):
+    def step(self, k, x, v, direction, coefficients=None):
         points = getattr(direction, "points", None)
         if points is not None:
             return points(x), v
@@ -161,7 +205,7 @@ class Replace(UpdateMethod):
     """
     name = "replace"
 
-    def step(self, k, x, v, direction):
+    def step(self, k, x, v, direction, coefficients=None):
         return direction(x), v
 
 
@@ -221,6 +265,7 @@ class Nesterov(UpdateMethod):
             else:
                 self.register_buffer(f"{name}_fixed", torch.full((num_substeps,), float(value)))
         self.learn = tuple(sorted(learn))
+        self.look_ahead = "mu" in learn or mu != 0  # heavy-ball (mu = 0) skips it
         self.velocity_norms = (nn.ModuleList(nn.LayerNorm(channels) for _ in range(num_substeps))
                                if velocity_norm else None)
 
@@ -231,11 +276,18 @@ class Nesterov(UpdateMethod):
             return torch.sigmoid(raw) if name in ("mu", "beta") else F.softplus(raw)
         return getattr(self, f"{name}_fixed")
 
-    def step(self, k, x, v, direction):
-        mu, beta, gamma = (self.scalar(n)[k] for n in ("mu", "beta", "gamma"))
-        v = torch.zeros_like(x) if v is None else v
-        d = direction(x + mu * v)
-        v = beta * v + gamma * d
+    def coefficients(self) -> List[Tuple[Tensor, Tensor, Tensor]]:
+        r"""``(mu, beta, gamma)`` of every sub-step (three sigmoids or softpluses per layer,
+        not per sub-step)."""
+        return list(zip(*(self.scalar(n).unbind() for n in ("mu", "beta", "gamma"))))
+
+    def step(self, k, x, v, direction, coefficients=None):
+        mu, beta, gamma = (coefficients or self.coefficients())[k]
+        if v is None:  # at rest: no look-ahead, no memory
+            v = gamma * direction(x)
+        else:
+            point = axpby(None, x, mu, v) if self.look_ahead else x
+            v = axpby(beta, v, gamma, direction(point))
         if self.velocity_norms is not None:
             v = self.velocity_norms[k](v)
         return x + v, v
@@ -462,8 +514,10 @@ class Stack(nn.Module):
                 edge_index = graph
                 if v is not None:  # the velocity keeps the rows the state keeps
                     v = v[:x.size(0)]
+            coefficients = method.coefficients()  # once per layer
             for k, substep in enumerate(self.plan):
-                x, v = method.step(k, x, v, self._direction(oracles, substep, graph, inputs))
+                x, v = method.step(k, x, v, self._direction(oracles, substep, graph, inputs),
+                                   coefficients)
             if self.post_norms is not None:
                 x = self.post_norms[index](x)
             states.append(x)
