@@ -162,10 +162,10 @@ API_SECTIONS = [
     ("graphformer.datasets", "Data sets"),
     ("graphformer.diagnostics", "Diagnostics"),
     ("graphformer.train", "Training language models"),
-    ("graphformer.experiments.graph_tasks", "Experiments: graph tasks"),
-    ("graphformer.experiments.sequence_tasks", "Experiments: causal sequence tasks"),
-    ("graphformer.experiments.oversquash", "Experiments: the over-squashing study"),
-    ("graphformer.experiments.store", "Experiments: result store"),
+    ("graphformer.studies.graph_tasks", "Studies: graph tasks"),
+    ("graphformer.studies.sequence_tasks", "Studies: causal sequence tasks"),
+    ("graphformer.studies.oversquash", "Studies: the over-squashing study"),
+    ("graphformer.studies.store", "Studies: result store"),
     ("graphformer.plot", "Plotting"),
 ]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphformer.datasets import TreeNeighborsMatch
-from graphformer.experiments.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
+from graphformer.studies.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
                                                  train_graph_task)
 
 
@@ -20,7 +20,7 @@ TINY = ["--models", "gcn", "--tasks", "tree,ring,copy_last", "--depths", "2", "-
 
 
 def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys, monkeypatch):
-    import graphformer.experiments.oversquash as study
+    import graphformer.studies.oversquash as study
     monkeypatch.setattr(study.Settings, "default",
                         classmethod(lambda cls, **o: study.Settings(**{
                             **dict(models=("gcn",), transfer_models=("gcn",), tasks=("tree",), depths=(2,), distances=(2,),
@@ -157,7 +157,7 @@ def test_full_budget_counts_in_epochs_as_the_paper():
 
 
 def test_fully_adjacent_runs_go_where_a_model_fails():
-    from graphformer.experiments.oversquash import Settings, plan_fully_adjacent
+    from graphformer.studies.oversquash import Settings, plan_fully_adjacent
     settings = Settings.default(models=("gcn", "gat"), depths=(2, 3, 4))
     rows = [dict(task="tree", model=m, size=d, variant="plain", seed=0, train_acc=acc)
             for m, accs in (("gcn", (1.0, 0.5, 0.2)), ("gat", (1.0, 1.0, 0.95)))
@@ -223,7 +223,7 @@ def test_plain_block_refuses_an_update_method():
 
 
 def test_an_unsolved_accuracy_never_prints_as_one():
-    from graphformer.experiments.oversquash import format_accuracy, time_to_solve_table
+    from graphformer.studies.oversquash import format_accuracy, time_to_solve_table
     assert [format_accuracy(a) for a in (1.0, 0.99984375, 0.99996, 0.9959375, 0.5)] == \
         ["1.000", "0.9998", "0.9999", "0.996", "0.500"]
     rows = [dict(model="gcn", size=3, seed=0, budget_name=b, train_acc=acc, epochs=e,
@@ -231,7 +231,7 @@ def test_an_unsolved_accuracy_never_prints_as_one():
             (("full", 1.0, 500.0, 291.0), ("fast", 0.99984375, 400.0, 135.0))]
     assert "not solved: 0.9998 after 135 s" in time_to_solve_table(rows)
 
-    from graphformer.experiments.oversquash import table
+    from graphformer.studies.oversquash import table
     row = dict(task="tree", model="gcn", size=3, variant="plain", seed=0, train_acc=0.99984375,
                test_acc=0.5, published=1.0, steps=10, seconds=12.34)
     line = table([row]).splitlines()[-1].split()

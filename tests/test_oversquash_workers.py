@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from graphformer.datasets import TreeNeighborsMatch
-from graphformer.experiments.graph_tasks import (Budget, build_tree_model, train_graph_task,
+from graphformer.studies.graph_tasks import (Budget, build_tree_model, train_graph_task,
                                                  warmup_cosine)
-from graphformer.experiments.pool import check_workers, run_cells
+from graphformer.studies.pool import check_workers, run_cells
 
 ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
         "--device", "cpu", "--no-plots"]
@@ -43,7 +43,7 @@ def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, c
 
 def test_a_killed_worker_is_named_and_resume_finishes_the_rest(cli, tmp_path, capsys,
                                                                  monkeypatch):
-    import graphformer.experiments.oversquash as study
+    import graphformer.studies.oversquash as study
     parent, run_one = os.getpid(), study.run_one
 
     def crash_gin(run, *args, **kwargs):
@@ -193,7 +193,7 @@ def test_time_to_solve_run_writes_its_table(cli, tmp_path, capsys):
 
 
 def test_time_to_solve_table_ratio_uses_cpu_time():
-    from graphformer.experiments.oversquash import time_to_solve_table
+    from graphformer.studies.oversquash import time_to_solve_table
     base = dict(model="gat", size=3, seed=0)
     rows = [dict(base, budget_name="full", train_acc=1.0, seconds=900.0, cpu_seconds=600.0,
                  epochs=1200),

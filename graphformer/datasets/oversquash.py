@@ -215,6 +215,7 @@ class _GraphTransfer(GeneratedDataset):
                 f"one of the {num_classes} classes on both sides needs at "
                 f"least {2 * num_classes} graphs")
         self.seed = int(seed)
+        self.num_test = max(num_classes, round(num_graphs / 11))
         super().__init__(None, transform, pre_transform)
 
         num_nodes, edge_index, root, label_node = self._topology()
@@ -236,11 +237,23 @@ class _GraphTransfer(GeneratedDataset):
         raise NotImplementedError
 
     @staticmethod
-    def _undirected(edges: List[Tuple[int, int]], num_nodes: int) -> Tensor:
-        from torch_geometric.utils import coalesce, to_undirected
-        ei = torch.tensor(edges, dtype=torch.long).t()
-        return coalesce(to_undirected(ei, num_nodes=num_nodes),
-                        num_nodes=num_nodes)
+    def _both_ways(edges: List[Tuple[int, int]]) -> Tensor:
+        r"""Every listed pair in both directions, in the listed order,
+        duplicates kept (the edge multiset of the paper's generator)."""
+        pairs = [e for a, b in edges for e in ((a, b), (b, a))]
+        return torch.tensor(pairs, dtype=torch.long).t().contiguous()
+
+    @property
+    def train_index(self) -> Tensor:
+        r"""The paper's training graphs: all but the last :obj:`num_test`
+        of the (shuffled) data set."""
+        return torch.arange(len(self) - self.num_test)
+
+    @property
+    def test_index(self) -> Tensor:
+        r"""The paper's test graphs: the last :obj:`num_test` of the
+        (shuffled) data set, never trained on."""
+        return torch.arange(len(self) - self.num_test, len(self))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(distance={self.distance}, '
@@ -262,9 +275,13 @@ _TRANSFER_DOC = r"""
     role to avoid that ambiguity.) Edges are undirected (both directions
     stored), without self-loops. All graphs share one topology; they differ
     only in the class, which is balanced (counts differ by at most one) and
-    shuffled with :obj:`seed`. The paper's code generates the samples
-    sorted by class and so tests on a single class; :meth:`split` here is
-    stratified and its test set holds every class.
+    shuffled with :obj:`seed`, as the paper's code shuffles its
+    class-sorted list before taking the first 5,000 graphs for training and
+    the last 500 for testing (:attr:`train_index`, :attr:`test_index`;
+    :meth:`split` gives a stratified split instead). The edge list is the
+    paper's generator's, duplicates included (its clique path lists every
+    clique edge twice, its crossed ring two edges twice), because GCN's
+    degree normalisation and GAT's softmax count a duplicate edge twice.
 
     Args:
         distance (int): Shortest-path distance :math:`r` between read-out
@@ -287,8 +304,8 @@ class RingTransfer(_GraphTransfer):
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
         n = 2 * r
-        edges = [(i, (i + 1) % n) for i in range(n)]
-        return n, self._undirected(edges, n), 0, r
+        edges = [(i, i + 1) for i in range(n - 1)] + [(0, n - 1)]
+        return n, self._both_ways(edges), 0, r
 
 
 class CrossedRingTransfer(_GraphTransfer):
@@ -305,12 +322,15 @@ class CrossedRingTransfer(_GraphTransfer):
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
         n = 2 * r
-        edges = [(i, (i + 1) % n) for i in range(n)]
-        for i in range(1, r):
-            edges.append((i, (n - (i + 1)) % n))
-            edges.append((i, (n - (i - 1)) % n))
-        edges = [(a, b) for a, b in edges if a != b]
-        return n, self._undirected(edges, n), 0, r
+        edges = []
+        for i in range(n - 1):  # the paper's loop, in its order
+            edges.append((i, i + 1))
+            if i < r:
+                edges.append((i, n - 1 - i))
+                if n + 1 - i < n:
+                    edges.append((i, n + 1 - i))
+        edges.append((0, n - 1))
+        return n, self._both_ways(edges), 0, r
 
 
 class CliquePathTransfer(_GraphTransfer):
@@ -347,6 +367,8 @@ class CliquePathTransfer(_GraphTransfer):
         c = self.clique_size or max(2, r - 1)
         self.clique_size = c
         n = c + r - 1
-        edges = [(i, j) for i in range(c) for j in range(i + 1, c)]
-        edges += [(i, i + 1) for i in range(c - 1, n - 1)]
-        return n, self._undirected(edges, n), 0, n - 1
+        # the paper's loops: every ordered clique pair (so each edge twice),
+        # the path, then the edge from the clique to the path
+        edges = [(i, j) for i in range(c) for j in range(c) if i != j]
+        edges += [(i, i + 1) for i in range(c, n - 1)] + [(c - 1, c)]
+        return n, self._both_ways(edges), 0, n - 1

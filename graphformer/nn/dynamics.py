@@ -112,7 +112,6 @@ class UpdateMethod(nn.Module):
     def __init__(self, num_substeps: int, channels: int) -> None:
         super().__init__()
         self.num_substeps = num_substeps
-        self.channels = channels
 
     def step(self, k: int, x: Tensor, v: Optional[Tensor], direction) -> Tuple[Tensor, Optional[Tensor]]:
         raise NotImplementedError
