@@ -16,6 +16,7 @@ failure is over-squashing only where a control solves it. Runs go to --workers p
     python benchmarks/oversquash.py --tasks copy_first,count_ones --lengths 16  # sequences
     python benchmarks/oversquash.py --time-to-solve full,fast --depths 3
     python benchmarks/oversquash.py --profile              # ms per tree training step
+    python benchmarks/oversquash.py --profile --tasks ring,clique_path  # transfer layouts
 """
 import argparse
 import sys
@@ -28,7 +29,7 @@ import torch
 
 from graphformer.device import resolve_device
 from graphformer.studies import oversquash as study
-from graphformer.studies import report
+from graphformer.studies import report, transfer
 from graphformer.studies.graph_tasks import PUBLISHED_TREE, profile_steps, profile_table
 from graphformer.studies.pool import check_workers, default_workers
 from graphformer.studies.store import ResultStore, ResultsCorrupted, write_atomic
@@ -75,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     add("--time-to-solve", type=name_list, metavar="BUDGETS",
         help="instead: seconds to train accuracy 1.0 on the trees under each budget (full,fast)")
     add("--max-seconds", type=float, help="with --time-to-solve: cap on a run of the paper's loop")
-    add("--profile", action="store_true", help="instead: ms per tree training step")
+    add("--profile", action="store_true",
+        help="instead: ms per training step of the trees, and of the transfer layouts for "
+             "the topologies in --tasks")
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     add("--seed", type=int, help="a single seed (same as --seeds N)")
     add("--out", type=Path, default=Path("results/oversquash"))
@@ -116,11 +119,29 @@ def main(argv=None):
         p.error(f"--workers must be at least 1 (worker processes), got {args.workers}"
                 if "workers" in str(e) else f"--device: {e}")
     workers = workers if device.type == "cpu" else 1  # one accelerator: one run at a time
+    if args.fully_adjacent and args.no_controls:
+        p.error("--no-controls does nothing with --fully-adjacent: every tree run there has "
+                "the fully-adjacent layer, and no control is added")
+    ignored = [f for f, v in (("--compile", args.compile), ("--batch-size", args.batch_size),
+                              ("--patience", args.patience), ("--max-steps", args.max_steps),
+                              ("--weight-decay", args.weight_decay is not None),
+                              ("--max-graphs", args.max_graphs), ("--no-controls", args.no_controls),
+                              ("--fully-adjacent", args.fully_adjacent)) if v]
+    if args.time_to_solve and ignored:
+        p.error(f"--time-to-solve compares the two budgets as they are; it does not take "
+                f"{', '.join(ignored)}")
     torch.set_num_threads(max(1, args.threads))
     if args.profile:
-        print(profile_table(profile_steps(args.models or PUBLISHED_TREE, args.depths or [3, 4],
-                                          [args.batch_size] if args.batch_size else [64, 256, 1024],
-                                          device=device, compile=args.compile)))
+        tasks = args.tasks or ["tree"]
+        if "tree" in tasks:
+            print(profile_table(profile_steps(args.models or PUBLISHED_TREE, args.depths or [3, 4],
+                                              [args.batch_size] if args.batch_size else [64, 256, 1024],
+                                              device=device, compile=args.compile)))
+        cells = transfer.plan([t for t in study.TOPOLOGIES if t in tasks],
+                              args.transfer_models or ["gcn", "gat"],
+                              {t: args.distances or study.DEFAULT_DISTANCES[t]
+                               for t in study.TOPOLOGIES}, [1])
+        print(report.layout_table([r for c in cells for r in transfer.time_layouts(c)]))
         return
     try:
         settings = settings_of(args)

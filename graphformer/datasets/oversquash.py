@@ -205,6 +205,7 @@ class _GraphTransfer(GeneratedDataset):
         seed: int = 0,
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
+        num_test: Optional[int] = None,
     ) -> None:
         self.distance = check_int('distance', distance, self._min_distance)
         self._num_classes = check_int('num_classes', num_classes, 2)
@@ -215,7 +216,11 @@ class _GraphTransfer(GeneratedDataset):
                 f"one of the {num_classes} classes on both sides needs at "
                 f"least {2 * num_classes} graphs")
         self.seed = int(seed)
-        self.num_test = max(num_classes, round(num_graphs / 11))
+        self.num_test = (round(num_graphs / 11) if num_test is None else
+                         check_int('num_test', num_test, 1))
+        if self.num_test >= num_graphs:
+            raise ValueError(f"num_test={self.num_test} leaves no training graph of "
+                             f"the {num_graphs}")
         super().__init__(None, transform, pre_transform)
 
         num_nodes, edge_index, root, label_node = self._topology()
@@ -293,6 +298,9 @@ _TRANSFER_DOC = r"""
             split. (default: :obj:`0`)
         transform (callable, optional): Applied on access.
         pre_transform (callable, optional): Applied once to every graph.
+        num_test (int, optional): Graphs held out at the end
+            (:attr:`test_index`); :obj:`num_graphs / 11` when :obj:`None`
+            (the paper's 500 of 5,500).
 """
 
 
@@ -355,12 +363,13 @@ class CliquePathTransfer(_GraphTransfer):
         clique_size: Optional[int] = None,
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
+        num_test: Optional[int] = None,
     ) -> None:
         if clique_size is not None:
             clique_size = check_int('clique_size', clique_size, 2)
         self.clique_size = clique_size
         super().__init__(distance, num_graphs, num_classes, seed, transform,
-                         pre_transform)
+                         pre_transform, num_test)
 
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance

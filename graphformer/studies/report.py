@@ -248,6 +248,15 @@ def time_to_solve_table(rows: List[Dict], markdown: bool = True) -> str:
     return text if markdown else text.replace("|", " ")
 
 
+def layout_table(rows: List[Dict]) -> str:
+    r"""The rows of :func:`~graphformer.studies.transfer.time_layouts` as markdown."""
+    lines = ["| task | model | distance | layout | CPU ms/step | speed-up over the paper's loop |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['model']} | {r['distance']} | {r['layout']} | "
+              f"{r['ms_per_step']:.1f} | {r['speedup']:.1f}x |" for r in rows]
+    return "\n".join(lines)
+
+
 def targets(rows: List[Dict]) -> str:
     r"""The transfer rows against the published cliffs ``c``: a row at distance
     ``<= c - 2`` should reach 0.9, one at ``>= c + 3`` stay at or below 0.5. One line per
@@ -269,4 +278,4 @@ def targets(rows: List[Dict]) -> str:
 
 
 __all__ = ["format_accuracy", "table", "csv_text", "plot", "plot_transfer",
-           "time_to_solve_table", "targets", "with_causes", "SIZE_KEY"]
+           "time_to_solve_table", "layout_table", "targets", "with_causes", "SIZE_KEY"]

@@ -137,7 +137,8 @@ class TransferCell:
 def make_dataset(cell: TransferCell, budget: TransferBudget):
     r"""The cell's data set: ``num_train + num_test`` graphs, shuffled by the seed."""
     return TOPOLOGIES[cell.topology](cell.distance, num_graphs=budget.num_train + budget.num_test,
-                                     num_classes=budget.num_classes, seed=cell.seed)
+                                     num_classes=budget.num_classes, seed=cell.seed,
+                                     num_test=budget.num_test)
 
 
 def build_model(name: str, num_layers: int, budget: TransferBudget = TransferBudget()) -> BasicGNN:
@@ -381,3 +382,63 @@ def cell_cost(cell: TransferCell, budget: TransferBudget = TransferBudget()) -> 
 
 def as_dict(budget: TransferBudget) -> Dict:
     return asdict(budget)
+
+
+# ------------------------------------------------------------------ throughput
+LAYOUTS = ("paper", "same_topology", "dense")
+
+
+def time_layouts(cell: TransferCell, budget: TransferBudget = TransferBudget(), *,
+                 steps: int = 10, layouts: Sequence[str] = LAYOUTS) -> List[Dict]:
+    r"""CPU milliseconds per training step of ``cell``'s model on three layouts of the same
+    batches, interleaved so that load on a shared machine hits all alike (median of
+    ``steps`` rounds after one warm-up round):
+
+    * ``"paper"``: the paper's loop: PyG's ``DataLoader`` collating
+      :class:`~torch_geometric.data.Data` objects, PyG's sparse forward, and the
+      evaluation-mode forward of the same batch that ``exp/run.py`` runs after every
+      step to log a training accuracy;
+    * ``"same_topology"``: the batch's edge list tiled once and reused, PyG's forward;
+    * ``"dense"``: :func:`dense_forward`.
+    """
+    from torch_geometric.loader import DataLoader
+
+    dataset = make_dataset(cell, budget)
+    n, B = dataset.num_graph_nodes, budget.batch_size
+    readout = int(dataset[0].root_index)
+    x = dataset._data.x.view(len(dataset), n, -1)[:B]
+    y = dataset._data.y[:B]
+    tiled = torch.cat([dataset[0].edge_index + g * n for g in range(B)], 1)
+    topology = DenseTopology(dataset[0].edge_index, n, readout)
+    data = [dataset[i] for i in range(B)]
+    torch.manual_seed(cell.seed)
+    model = build_model(cell.model, cell.distance, budget)
+    opt = torch.optim.Adam(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+
+    def step(layout: str) -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        if layout == "paper":
+            batch = next(iter(DataLoader(data, batch_size=B)))
+            logits = model(batch.x, batch.edge_index)[batch.root_mask]
+        elif layout == "same_topology":
+            logits = model(x.reshape(B * n, -1), tiled)[torch.arange(B) * n + readout]
+        else:
+            logits = dense_forward(model, x, topology)
+        F.cross_entropy(logits, y).backward()
+        opt.step()
+        if layout == "paper":  # exp/run.py's test(model, batch) after every step
+            model.eval()
+            with torch.no_grad():
+                model(batch.x, batch.edge_index)
+
+    times: Dict[str, List[float]] = {k: [] for k in layouts}
+    for i in range(steps + 1):
+        for layout in layouts:
+            t = time.process_time()
+            step(layout)
+            if i:
+                times[layout].append(time.process_time() - t)
+    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    return [dict(task=cell.topology, model=cell.model, distance=cell.distance, layout=k,
+                 ms_per_step=med[k], speedup=med[layouts[0]] / med[k]) for k in layouts]
