@@ -53,6 +53,7 @@ from torch import nn
 from graphformer.checks import check_int
 from graphformer.datasets.text import CharTokenizer, Corpus
 from graphformer.device import check_compile, check_device_name, resolve_device
+from graphformer.schedule import warmup_cosine
 from graphformer.io import atomic_write, write_text_atomic
 
 __all__ = [
@@ -292,8 +293,10 @@ def configure_optimizer(model: nn.Module, config: TrainConfig,
 
 
 def get_lr(it: int, config: TrainConfig) -> float:
-    r"""The learning rate of step :obj:`it`: linear warmup for ``warmup_iters`` steps, then a
-    cosine from ``learning_rate`` down to ``min_lr`` at ``lr_decay_iters``, then ``min_lr``.
+    r"""The learning rate of step :obj:`it`: linear warmup for ``warmup_iters`` steps (to
+    ``learning_rate`` at step ``warmup_iters - 1``), then a cosine from ``learning_rate``
+    down to ``min_lr`` at ``lr_decay_iters``, then ``min_lr``
+    (:func:`graphformer.schedule.warmup_cosine`).
 
     .. math::
         \eta_t = \eta_{\min} + \tfrac12 (1 + \cos(\pi r)) (\eta_{\max} - \eta_{\min}),
@@ -301,12 +304,7 @@ def get_lr(it: int, config: TrainConfig) -> float:
     """
     config = config.resolved()
     lr, min_lr = config.learning_rate, config.min_lr
-    if it < config.warmup_iters:
-        return lr * (it + 1) / (config.warmup_iters + 1)
-    if it >= config.lr_decay_iters or config.lr_decay_iters <= config.warmup_iters:
-        return min_lr
-    ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+    return lr * warmup_cosine(it, config.lr_decay_iters, config.warmup_iters, min_lr / lr)
 
 
 def flops_per_token(num_params: int, n_layer: int, n_head: int, n_embd: int,

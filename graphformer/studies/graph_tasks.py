@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GINConv, GatedGraphConv
 
+from graphformer import schedule
 from graphformer.checks import check_int
 from graphformer.datasets import TreeNeighborsMatch
 from graphformer.diagnostics import hop_distance
@@ -428,13 +429,9 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
 
 
 def warmup_cosine(step: int, total: int, warmup: float) -> float:
-    r"""The fast budget's learning-rate factor after ``step`` of ``total`` steps: linear
-    from ``1 / w`` to 1 over the first ``w = warmup * total`` steps, then a cosine decay to
-    0 at ``total``."""
-    w = math.ceil(warmup * total)
-    if step < w:
-        return (step + 1) / w
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
+    r"""The fast budget's learning-rate factor after ``step`` of ``total`` steps, with a
+    warm-up over the first ``warmup`` share of them (:func:`graphformer.schedule.warmup_cosine`)."""
+    return schedule.warmup_cosine(step, total, math.ceil(warmup * total))
 
 
 def profile_steps(models, depths, batch_sizes, *, steps: int = 10, seed: int = 0,
