@@ -164,8 +164,12 @@ API_SECTIONS = [
     ("graphformer.train", "Training language models"),
     ("graphformer.studies.graph_tasks", "Studies: graph tasks"),
     ("graphformer.studies.sequence_tasks", "Studies: causal sequence tasks"),
+    ("graphformer.studies.transfer", "Studies: graph transfer (Di Giovanni et al.)"),
     ("graphformer.studies.oversquash", "Studies: the over-squashing study"),
+    ("graphformer.studies.sweep", "Studies: sweep"),
     ("graphformer.studies.store", "Studies: result store"),
+    ("graphformer.studies.report", "Studies: report"),
+    ("graphformer.schedule", "Learning-rate schedule"),
     ("graphformer.plot", "Plotting"),
 ]
 

@@ -12,7 +12,7 @@ import torch
 
 from graphformer.studies import transfer
 from graphformer.studies.graph_tasks import GRAPH_MODELS, PUBLISHED_TREE
-from graphformer.studies.oversquash import SEQUENCE_TASKS, SIZE_KEY, TASKS, size_of
+from graphformer.studies.oversquash import SEQUENCE_TASKS, TASKS, size_of
 from graphformer.studies.transfer import TOPOLOGIES
 
 #: The columns of each kind of task's table (and of the CSV, which holds them all).
@@ -278,4 +278,4 @@ def targets(rows: List[Dict]) -> str:
 
 
 __all__ = ["format_accuracy", "table", "csv_text", "plot", "plot_transfer",
-           "time_to_solve_table", "layout_table", "targets", "with_causes", "SIZE_KEY"]
+           "time_to_solve_table", "layout_table", "targets", "with_causes"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -378,10 +378,6 @@ def cell_cost(cell: TransferCell, budget: TransferBudget = TransferBudget()) -> 
     pays), for the order in which a sweep starts cells and its progress bar."""
     n = 2 * cell.distance if cell.topology != "clique_path" else 2 * cell.distance - 2
     return budget.max_epochs * budget.num_train * n * cell.distance / 1e6
-
-
-def as_dict(budget: TransferBudget) -> Dict:
-    return asdict(budget)
 
 
 # ------------------------------------------------------------------ throughput
