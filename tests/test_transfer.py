@@ -203,3 +203,16 @@ def test_bad_cells_name_the_valid_values():
         study.Settings(tasks=("maze",)).validate()
     with pytest.raises(ValueError, match="seeds is empty"):
         study.Settings(seeds=()).validate()
+
+
+def test_dense_gat_with_several_heads_equals_pygs_forward():
+    from torch_geometric.nn.models import GAT
+    ds = make_dataset(TransferCell("crossed_ring", "gat", 4), TINY)
+    n, G = ds.num_graph_nodes, 6
+    x = ds._data.x.view(len(ds), n, -1)[:G]
+    ei = ds[0].edge_index
+    torch.manual_seed(0)
+    model = GAT(5, 64, 4, 5, norm="BatchNorm", heads=4)
+    ref = model(x.reshape(G * n, -1), torch.cat([ei + g * n for g in range(G)], 1))
+    torch.testing.assert_close(dense_forward(model, x, DenseTopology(ei, n, 0)),
+                               ref[torch.arange(G) * n], atol=1e-5, rtol=1e-4)

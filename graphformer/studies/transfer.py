@@ -214,6 +214,15 @@ def _dense_conv(conv: nn.Module, x: Tensor, m: Dict[str, Tensor], last: bool,
     if isinstance(conv, GCNConv):
         out = torch.matmul(m["gcn"], conv.lin(x))
         return out + conv.bias if conv.bias is not None else out
+    if isinstance(conv, GATConv) and conv.heads == 1:  # PyG's basic GAT: one head
+        h = conv.lin(x)  # [B, n, C]
+        att = torch.cat([conv.att_src.view(1, -1), conv.att_dst.view(1, -1)])  # [2, C]
+        a = torch.matmul(h, att.t())  # [B, n, 2]: source and target scores
+        a_src, a_dst = a[..., 0], (a[:, readout:readout + 1] if last else a)[..., 1]
+        e = F.leaky_relu(a_dst[:, :, None] + a_src[:, None, :], conv.negative_slope)
+        alpha = torch.softmax(e + m["gat"], dim=-1)  # [B, rows, n]; log multiplicities
+        out = torch.matmul(alpha, h)
+        return out + conv.bias if conv.bias is not None else out
     if isinstance(conv, GATConv):
         B, n = x.shape[:2]
         H, C = conv.heads, conv.out_channels
