@@ -259,3 +259,16 @@ def test_an_unsolved_accuracy_never_prints_as_one():
                test_acc=0.5, published=1.0, epochs=10, seconds=12.34)
     line = table([row]).splitlines()[-1].split()
     assert line[4:] == ["0.9998", "0.500", "1.000", "10", "12.3"]  # seconds stay seconds
+
+
+def test_tree_numbers_unchanged_by_the_study_layer():
+    # Pinned from the study before it moved to graphformer/studies (the same command,
+    # `--tasks tree --max-steps 150`, old and new code, gave these rows to the last digit):
+    # trees right of the 76 training and the 20 held-out ones at depth 2.
+    from graphformer.studies.oversquash import Settings, TreeCell, run_one
+    settings = Settings(budget=replace(Budget.fast(), max_steps=150, max_epochs=None))
+    for cell, train, test in ((TreeCell("gcn", 2), 48, 1), (TreeCell("gat", 2), 74, 6),
+                              (TreeCell("gcn", 2, "fully_adjacent"), 47, 2)):
+        row = run_one(cell, settings, torch.device("cpu"))
+        assert (row["num_train"], row["num_test"], row["steps"]) == (76, 20, 150)
+        assert (round(row["train_acc"] * 76), round(row["test_acc"] * 20)) == (train, test)
