@@ -3,7 +3,7 @@ r"""GraphGPS on molecules: graphformer's GPS model against the same architecture
 and the same epochs, on the ZINC-style set of
 :class:`~graphformer.datasets.MolecularRegression` (built offline and cached on first use).
 
-A thin command line over :mod:`graphformer.experiments.molecules`. Reports test MAE
+A thin command line over :mod:`graphformer.studies.molecules`. Reports test MAE
 (mean ± std over seeds, at each run's best validation epoch), seconds per training epoch,
 and the peak memory of one training step on a batch of 128 molecules; writes
 ``OUT/molecules.{json,csv,md}`` and ``OUT/molecules.png``.
@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from graphformer.device import resolve_device
-from graphformer.experiments import molecules as study
+from graphformer.studies import molecules as study
 from graphformer.io import write_text_atomic
 
 

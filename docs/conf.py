@@ -160,10 +160,14 @@ API_SECTIONS = [
     ("graphformer.datasets", "Data sets"),
     ("graphformer.diagnostics", "Diagnostics"),
     ("graphformer.train", "Training language models"),
-    ("graphformer.experiments.graph_tasks", "Experiments: graph tasks"),
-    ("graphformer.experiments.sequence_tasks", "Experiments: causal sequence tasks"),
-    ("graphformer.experiments.oversquash", "Experiments: the over-squashing study"),
-    ("graphformer.experiments.store", "Experiments: result store"),
+    ("graphformer.studies.graph_tasks", "Studies: graph tasks"),
+    ("graphformer.studies.sequence_tasks", "Studies: causal sequence tasks"),
+    ("graphformer.studies.transfer", "Studies: graph transfer (Di Giovanni et al.)"),
+    ("graphformer.studies.oversquash", "Studies: the over-squashing study"),
+    ("graphformer.studies.sweep", "Studies: sweep"),
+    ("graphformer.studies.store", "Studies: result store"),
+    ("graphformer.studies.report", "Studies: report"),
+    ("graphformer.schedule", "Learning-rate schedule"),
     ("graphformer.plot", "Plotting"),
 ]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphformer.datasets import TreeNeighborsMatch
-from graphformer.experiments.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
+from graphformer.studies.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
                                                  train_graph_task)
 
 
@@ -15,27 +15,38 @@ def cli(load_benchmark):
     return load_benchmark("oversquash")
 
 
-TINY = ["--models", "gcn", "--tasks", "tree,ring,copy_last", "--depths", "2", "--distances", "2",
-        "--lengths", "4", "--max-steps", "4", "--max-graphs", "40", "--device", "cpu"]
+TINY = ["--models", "gcn", "--transfer-models", "gcn", "--tasks", "tree,ring,copy_last",
+        "--depths", "2", "--distances", "2", "--lengths", "4", "--max-steps", "4",
+        "--max-graphs", "40", "--device", "cpu"]
 
 
-def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys, monkeypatch):
-    import graphformer.experiments.oversquash as study
-    monkeypatch.setattr(study.Settings, "default",
-                        classmethod(lambda cls, **o: study.Settings(**{
-                            **dict(models=("gcn",), transfer_models=("gcn",), tasks=("tree",), depths=(2,), distances=(2,),
-                                   lengths=(4,), seeds=(0,), budget=Budget(), sequence_epochs=1,
-                                   num_sequences=40, transfer_graphs=40),
-                            **{k: v for k, v in o.items() if v is not None}})))
+@pytest.fixture
+def tiny_defaults(monkeypatch):
+    r"""The default settings with a tiny transfer budget and short sequence runs."""
+    import graphformer.studies.oversquash as study
+    from graphformer.studies.transfer import TransferBudget
+    monkeypatch.setattr(study.Settings, "default", classmethod(lambda cls, **o: study.Settings(
+        transfer_budget=TransferBudget(num_train=40, num_test=10, max_epochs=2),
+        sequence_epochs=1, num_sequences=40, **o)))
+
+
+def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys, tiny_defaults):
     out = tmp_path / "os"
     cli.main(TINY + ["--out", str(out)])
     for name in ("results.json", "results.csv", "results.md", "tree_accuracy.png",
-                 "sensitivity_dirichlet.png", "runway.png"):
+                 "sensitivity_dirichlet.png", "transfer_accuracy.png", "runway.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
     keys = set(saved["rows"])
-    assert {"tree/gcn/2/plain/0", "ring/gcn/2/plain/0", "copy_last/attention/4/gd+pause8/0",
+    assert {"tree/gcn/2/plain/0", "ring/gcn/2/plain/1", "copy_last/attention/4/gd/pause8/0",
             "tree/gcn/2/fully_adjacent/0"} <= keys
+    ring = saved["rows"]["ring/gcn/2/plain/1"]
+    assert {"task", "model", "variant", "train_acc", "test_acc", "distance"} <= set(ring)
+    assert "size" not in ring and saved["meta"]["transfer_budget"]["max_epochs"] == 2
+    # the controls hook: a control exactly where the plain row fails
+    assert ("ring/gcn/2/fully_adjacent/1" in keys) == (ring["test_acc"] < 0.9)
+    seq = saved["rows"]["copy_last/attention/4/gd/pause8/0"]
+    assert (seq["length"], seq["method"], seq["num_pause"]) == (4, "gd", 8)
     row = saved["rows"]["tree/gcn/2/plain/0"]
     assert 0.0 <= row["train_acc"] <= 1.0 and row["published"] == 1.0
     assert len(row["dirichlet"]) == 4  # input + 3 layers (depth 2 -> r + 1 layers)
@@ -57,8 +68,14 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys,
     assert saved["meta"]["budget"]["weight_decay"] == 0.05
 
 
-def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
-    cases = [(["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
+def test_bad_input_gets_clear_messages(cli, tmp_path, capsys, tiny_defaults):
+    cases = [(["--seeds", ""], "expected at least one integer, got ''"),
+             (["--seeds", ","], "expected at least one integer"),
+             (["--distances", "1,16"], "unsupported distance(s) [1, 16]: the transfer tasks "
+                                       "run at distances 2 to 15"),
+             (["--transfer-models", "gcn,mlp"], "unknown transfer model(s) mlp; valid transfer "
+                                                "models: gcn, gat, gin, sage"),
+             (["--models", "gcn,transformer"], "unknown model(s) transformer; valid models: gcn"),
              (["--tasks", "tree,maze"], "unknown task(s) maze; valid tasks: tree"),
              (["--depths", "1,9"], "unsupported tree depth(s) [1, 9]"),
              (["--device", "tpu"], "unknown device 'tpu'"),
@@ -80,6 +97,14 @@ def test_bad_input_gets_clear_messages(cli, tmp_path, capsys):
         cli.main(TINY + ["--out", str(out)])
     assert "is corrupted" in capsys.readouterr().err
     assert (out / "results.json").read_text().endswith('{"tree/gcn/2/plain/0": {')
+    # a results file of the old layout (rows keyed by size) is named, not crashed on
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"meta": {"budget": {}}, "rows": {
+        "tree/gcn/2/plain/0": {"task": "tree", "size": 2}}}))
+    with pytest.raises(SystemExit):
+        cli.main(TINY + ["--out", str(old)])
+    assert "written by an older version of this study" in capsys.readouterr().err
     if os.geteuid() != 0:  # root can write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -157,19 +182,17 @@ def test_full_budget_counts_in_epochs_as_the_paper():
 
 
 def test_fully_adjacent_runs_go_where_a_model_fails():
-    from graphformer.experiments.oversquash import Settings, plan_fully_adjacent
+    from graphformer.studies.oversquash import Settings, TreeCell, plan_fully_adjacent
     settings = Settings.default(models=("gcn", "gat"), depths=(2, 3, 4))
-    rows = [dict(task="tree", model=m, size=d, variant="plain", seed=0, train_acc=acc)
+    rows = [dict(task="tree", model=m, depth=d, variant="plain", seed=0, train_acc=acc)
             for m, accs in (("gcn", (1.0, 0.5, 0.2)), ("gat", (1.0, 1.0, 0.95)))
             for d, acc in zip((2, 3, 4), accs)]
-    assert plan_fully_adjacent(settings, rows) == [
-        dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
-    # the bar is 0.99 at depths 2 and 3 and 0.9 from depth 4 (issue #10's targets)
-    rows = [dict(task="tree", model=m, size=d, variant="plain", seed=0, train_acc=acc)
+    assert plan_fully_adjacent(settings, rows) == [TreeCell("gcn", 3, "fully_adjacent", 0)]
+    # the bar is 0.99 at depths 2 and 3 and 0.9 from depth 4
+    rows = [dict(task="tree", model=m, depth=d, variant="plain", seed=0, train_acc=acc)
             for m, accs in (("gcn", (1.0, 0.985, 0.5)), ("gat", (1.0, 0.99, 0.9)))
             for d, acc in zip((2, 3, 4), accs)]
-    assert plan_fully_adjacent(settings, rows) == [
-        dict(task="tree", model="gcn", size=3, variant="fully_adjacent", seed=0)]
+    assert plan_fully_adjacent(settings, rows) == [TreeCell("gcn", 3, "fully_adjacent", 0)]
     assert plan_fully_adjacent(replace(settings, controls=False), rows) == []  # --no-controls
 
 
@@ -223,16 +246,29 @@ def test_plain_block_refuses_an_update_method():
 
 
 def test_an_unsolved_accuracy_never_prints_as_one():
-    from graphformer.experiments.oversquash import format_accuracy, time_to_solve_table
+    from graphformer.studies.report import format_accuracy, time_to_solve_table
     assert [format_accuracy(a) for a in (1.0, 0.99984375, 0.99996, 0.9959375, 0.5)] == \
         ["1.000", "0.9998", "0.9999", "0.996", "0.500"]
-    rows = [dict(model="gcn", size=3, seed=0, budget_name=b, train_acc=acc, epochs=e,
+    rows = [dict(model="gcn", depth=3, seed=0, budget_name=b, train_acc=acc, epochs=e,
                  seconds=s, cpu_seconds=s) for b, acc, e, s in
             (("full", 1.0, 500.0, 291.0), ("fast", 0.99984375, 400.0, 135.0))]
     assert "not solved: 0.9998 after 135 s" in time_to_solve_table(rows)
 
-    from graphformer.experiments.oversquash import table
-    row = dict(task="tree", model="gcn", size=3, variant="plain", seed=0, train_acc=0.99984375,
-               test_acc=0.5, published=1.0, steps=10, seconds=12.34)
+    from graphformer.studies.report import table
+    row = dict(task="tree", model="gcn", depth=3, variant="plain", seed=0, train_acc=0.99984375,
+               test_acc=0.5, published=1.0, epochs=10, seconds=12.34)
     line = table([row]).splitlines()[-1].split()
-    assert line[5:] == ["0.9998", "0.500", "1.000", "10", "12.3"]  # seconds stay seconds
+    assert line[4:] == ["0.9998", "0.500", "1.000", "10", "12.3"]  # seconds stay seconds
+
+
+def test_tree_numbers_unchanged_by_the_study_layer():
+    # Pinned from the study before it moved to graphformer/studies (the same command,
+    # `--tasks tree --max-steps 150`, old and new code, gave these rows to the last digit):
+    # trees right of the 76 training and the 20 held-out ones at depth 2.
+    from graphformer.studies.oversquash import Settings, TreeCell, run_one
+    settings = Settings(budget=replace(Budget.fast(), max_steps=150, max_epochs=None))
+    for cell, train, test in ((TreeCell("gcn", 2), 48, 1), (TreeCell("gat", 2), 74, 6),
+                              (TreeCell("gcn", 2, "fully_adjacent"), 47, 2)):
+        row = run_one(cell, settings, torch.device("cpu"))
+        assert (row["num_train"], row["num_test"], row["steps"]) == (76, 20, 150)
+        assert (round(row["train_acc"] * 76), round(row["test_acc"] * 20)) == (train, test)

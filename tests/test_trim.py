@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from graphformer.datasets import TreeNeighborsMatch
-from graphformer.experiments.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
+from graphformer.studies.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
                                                  train_graph_task, trims_exactly)
 from graphformer.models import GraphModel
 
@@ -58,7 +58,7 @@ def test_layers_that_trimming_would_change_are_not_trimmed(conv):
 
 
 def test_training_trims_where_exact_and_gives_the_untrimmed_result(monkeypatch):
-    import graphformer.experiments.graph_tasks as tasks
+    import graphformer.studies.graph_tasks as tasks
     made = []
     real = tasks.SameTopologyLoader
     monkeypatch.setattr(tasks, "SameTopologyLoader",

@@ -21,7 +21,7 @@ import torch
 
 from graphformer.datasets import TreeNeighborsMatch
 from graphformer.diagnostics import sensitivity_vs_distance
-from graphformer.experiments.graph_tasks import (PUBLISHED_TREE, Budget, SameTopologyLoader,
+from graphformer.studies.graph_tasks import (PUBLISHED_TREE, Budget, SameTopologyLoader,
                                                  build_tree_model, train_graph_task)
 
 torch.manual_seed(0)
@@ -65,7 +65,7 @@ for depth in (2, 3, 4, 5):
 # %%
 # Training, with and without a fully-adjacent last layer
 # ------------------------------------------------------
-# :func:`~graphformer.experiments.graph_tasks.build_tree_model` builds the paper's model:
+# :func:`~graphformer.studies.graph_tasks.build_tree_model` builds the paper's model:
 # the sum of a key and a value embedding, then :math:`r + 1` layers of
 # :math:`x \leftarrow \mathrm{LN}(x + \mathrm{ReLU}(\mathrm{conv}(x)))`, then a linear
 # read-out at the root. We use graphformer's :class:`~graphformer.nn.AttentionConv`, a

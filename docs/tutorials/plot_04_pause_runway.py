@@ -20,7 +20,7 @@ import torch
 
 from graphformer.datasets import CopyLastToken
 from graphformer.diagnostics import causal_path_counts, path_counts
-from graphformer.experiments.sequence_tasks import build_sequence_model, sequence_runway
+from graphformer.studies.sequence_tasks import build_sequence_model, sequence_runway
 from graphformer.graph import CausalGraph
 from graphformer.plot import draw_causal_graph
 from graphformer.transforms import AddPauseTokens
@@ -94,9 +94,9 @@ plt.show()
 # :math:`\lVert \partial x^{(\ell)}_n / \partial x^{(0)}_i \rVert` for every layer
 # :math:`\ell` and input position :math:`i`. We build the small causal Transformer of the
 # main benchmark's sequence tasks
-# (:func:`~graphformer.experiments.sequence_tasks.build_sequence_model`: rotary attention
+# (:func:`~graphformer.studies.sequence_tasks.build_sequence_model`: rotary attention
 # and an MLP per layer, pre-norm, residual stream) and take
-# :func:`~graphformer.experiments.sequence_tasks.sequence_runway` on a copy-the-last-token
+# :func:`~graphformer.studies.sequence_tasks.sequence_runway` on a copy-the-last-token
 # sequence, with and without pauses. The model is freshly initialised here: this
 # measures the architecture, not something it learned.
 

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from graphformer.datasets import TreeNeighborsMatch
-from graphformer.experiments.graph_tasks import Budget, build_tree_model, train_graph_task
+from graphformer.studies.graph_tasks import Budget, build_tree_model, train_graph_task
 
 torch.manual_seed(0)
 

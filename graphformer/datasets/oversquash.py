@@ -205,6 +205,7 @@ class _GraphTransfer(GeneratedDataset):
         seed: int = 0,
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
+        num_test: Optional[int] = None,
     ) -> None:
         self.distance = check_int('distance', distance, self._min_distance)
         self._num_classes = check_int('num_classes', num_classes, 2)
@@ -215,6 +216,11 @@ class _GraphTransfer(GeneratedDataset):
                 f"one of the {num_classes} classes on both sides needs at "
                 f"least {2 * num_classes} graphs")
         self.seed = int(seed)
+        self.num_test = (round(num_graphs / 11) if num_test is None else
+                         check_int('num_test', num_test, 1))
+        if self.num_test >= num_graphs:
+            raise ValueError(f"num_test={self.num_test} leaves no training graph of "
+                             f"the {num_graphs}")
         super().__init__(None, transform, pre_transform)
 
         num_nodes, edge_index, root, label_node = self._topology()
@@ -236,11 +242,23 @@ class _GraphTransfer(GeneratedDataset):
         raise NotImplementedError
 
     @staticmethod
-    def _undirected(edges: List[Tuple[int, int]], num_nodes: int) -> Tensor:
-        from torch_geometric.utils import coalesce, to_undirected
-        ei = torch.tensor(edges, dtype=torch.long).t()
-        return coalesce(to_undirected(ei, num_nodes=num_nodes),
-                        num_nodes=num_nodes)
+    def _both_ways(edges: List[Tuple[int, int]]) -> Tensor:
+        r"""Every listed pair in both directions, in the listed order,
+        duplicates kept (the edge multiset of the paper's generator)."""
+        pairs = [e for a, b in edges for e in ((a, b), (b, a))]
+        return torch.tensor(pairs, dtype=torch.long).t().contiguous()
+
+    @property
+    def train_index(self) -> Tensor:
+        r"""The paper's training graphs: all but the last :obj:`num_test`
+        of the (shuffled) data set."""
+        return torch.arange(len(self) - self.num_test)
+
+    @property
+    def test_index(self) -> Tensor:
+        r"""The paper's test graphs: the last :obj:`num_test` of the
+        (shuffled) data set, never trained on."""
+        return torch.arange(len(self) - self.num_test, len(self))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(distance={self.distance}, '
@@ -262,9 +280,13 @@ _TRANSFER_DOC = r"""
     role to avoid that ambiguity.) Edges are undirected (both directions
     stored), without self-loops. All graphs share one topology; they differ
     only in the class, which is balanced (counts differ by at most one) and
-    shuffled with :obj:`seed`. The paper's code generates the samples
-    sorted by class and so tests on a single class; :meth:`split` here is
-    stratified and its test set holds every class.
+    shuffled with :obj:`seed`, as the paper's code shuffles its
+    class-sorted list before taking the first 5,000 graphs for training and
+    the last 500 for testing (:attr:`train_index`, :attr:`test_index`;
+    :meth:`split` gives a stratified split instead). The edge list is the
+    paper's generator's, duplicates included (its clique path lists every
+    clique edge twice, its crossed ring two edges twice), because GCN's
+    degree normalisation and GAT's softmax count a duplicate edge twice.
 
     Args:
         distance (int): Shortest-path distance :math:`r` between read-out
@@ -276,6 +298,9 @@ _TRANSFER_DOC = r"""
             split. (default: :obj:`0`)
         transform (callable, optional): Applied on access.
         pre_transform (callable, optional): Applied once to every graph.
+        num_test (int, optional): Graphs held out at the end
+            (:attr:`test_index`); :obj:`num_graphs / 11` when :obj:`None`
+            (the paper's 500 of 5,500).
 """
 
 
@@ -287,8 +312,8 @@ class RingTransfer(_GraphTransfer):
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
         n = 2 * r
-        edges = [(i, (i + 1) % n) for i in range(n)]
-        return n, self._undirected(edges, n), 0, r
+        edges = [(i, i + 1) for i in range(n - 1)] + [(0, n - 1)]
+        return n, self._both_ways(edges), 0, r
 
 
 class CrossedRingTransfer(_GraphTransfer):
@@ -305,12 +330,15 @@ class CrossedRingTransfer(_GraphTransfer):
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
         n = 2 * r
-        edges = [(i, (i + 1) % n) for i in range(n)]
-        for i in range(1, r):
-            edges.append((i, (n - (i + 1)) % n))
-            edges.append((i, (n - (i - 1)) % n))
-        edges = [(a, b) for a, b in edges if a != b]
-        return n, self._undirected(edges, n), 0, r
+        edges = []
+        for i in range(n - 1):  # the paper's loop, in its order
+            edges.append((i, i + 1))
+            if i < r:
+                edges.append((i, n - 1 - i))
+                if n + 1 - i < n:
+                    edges.append((i, n + 1 - i))
+        edges.append((0, n - 1))
+        return n, self._both_ways(edges), 0, r
 
 
 class CliquePathTransfer(_GraphTransfer):
@@ -335,18 +363,21 @@ class CliquePathTransfer(_GraphTransfer):
         clique_size: Optional[int] = None,
         transform: Optional[Callable] = None,
         pre_transform: Optional[Callable] = None,
+        num_test: Optional[int] = None,
     ) -> None:
         if clique_size is not None:
             clique_size = check_int('clique_size', clique_size, 2)
         self.clique_size = clique_size
         super().__init__(distance, num_graphs, num_classes, seed, transform,
-                         pre_transform)
+                         pre_transform, num_test)
 
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
         c = self.clique_size or max(2, r - 1)
         self.clique_size = c
         n = c + r - 1
-        edges = [(i, j) for i in range(c) for j in range(i + 1, c)]
-        edges += [(i, i + 1) for i in range(c - 1, n - 1)]
-        return n, self._undirected(edges, n), 0, n - 1
+        # the paper's loops: every ordered clique pair (so each edge twice),
+        # the path, then the edge from the clique to the path
+        edges = [(i, j) for i in range(c) for j in range(c) if i != j]
+        edges += [(i, i + 1) for i in range(c, n - 1)] + [(c - 1, c)]
+        return n, self._both_ways(edges), 0, n - 1

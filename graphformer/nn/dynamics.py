@@ -167,7 +167,6 @@ class UpdateMethod(nn.Module):
     def __init__(self, num_substeps: int, channels: int) -> None:
         super().__init__()
         self.num_substeps = num_substeps
-        self.channels = channels
 
     def coefficients(self) -> Optional[Sequence[Tuple[Tensor, ...]]]:
         r"""The method's scalars for each sub-step of the layer, computed once per layer

@@ -1,29 +1,28 @@
-r"""The learning-rate schedule: linear warm-up, then a cosine decay to a floor (nanoGPT's
-``get_lr``). Self-contained: plain numbers in, a number out."""
+r"""The learning-rate schedule of a training run: :func:`graphformer.schedule.warmup_cosine`
+(the project's one warm-up/cosine schedule, which the over-squashing studies use too) scaled
+from ``learning_rate`` down to ``min_lr``, as nanoGPT's ``get_lr``."""
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from graphformer.schedule import warmup_cosine
 
 __all__ = ["lr_at", "get_lr"]
 
 
 def lr_at(step: int, *, learning_rate: float, min_lr: float, warmup_iters: int,
           decay_iters: int) -> float:
-    r"""The learning rate of step :obj:`step`: linear warm-up for ``warmup_iters`` steps,
-    then a cosine from ``learning_rate`` down to ``min_lr`` at ``decay_iters``, then
-    ``min_lr``.
+    r"""The learning rate of step :obj:`step`: linear warm-up over ``warmup_iters`` steps
+    (reaching ``learning_rate`` at step ``warmup_iters - 1``), then a cosine from
+    ``learning_rate`` down to ``min_lr`` at ``decay_iters``, then ``min_lr``.
 
     .. math::
-        \eta_t = \eta_{\min} + \tfrac12 (1 + \cos(\pi r)) (\eta_{\max} - \eta_{\min}),
-        \quad r = \frac{t - t_w}{t_d - t_w}
+        \eta_t = \eta_{\max} \, f\big(t;\, t_d,\, t_w,\, \eta_{\min} / \eta_{\max}\big)
+
+    with :math:`f` the factor of :func:`~graphformer.schedule.warmup_cosine`.
     """
-    if step < warmup_iters:
-        return learning_rate * (step + 1) / (warmup_iters + 1)
-    if step >= decay_iters or decay_iters <= warmup_iters:
-        return min_lr
-    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+    return learning_rate * warmup_cosine(step, decay_iters, warmup_iters,
+                                         min_lr / learning_rate)
 
 
 def get_lr(it: int, config: Any) -> float:

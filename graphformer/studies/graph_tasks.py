@@ -1,7 +1,7 @@
 r"""Training and evaluation of graph models on the over-squashing tasks.
 
 The pieces that ``benchmarks/oversquash.py`` runs, offered to every user: a fast batcher
-for data sets whose graphs share one topology (Tree-NeighborsMatch, the transfer tasks),
+for data sets whose graphs share one topology (Tree-NeighborsMatch),
 the training loop of Alon & Yahav (2021) (Adam, reduce-on-plateau, stop at train accuracy
 1.0 or when it stops improving), and the published numbers beside which ours are shown.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GINConv, GatedGraphConv
 
+from graphformer import schedule
 from graphformer.checks import check_int
-from graphformer.datasets import (CliquePathTransfer, CrossedRingTransfer, RingTransfer,
-                                  TreeNeighborsMatch)
+from graphformer.datasets import TreeNeighborsMatch
 from graphformer.diagnostics import hop_distance
 from graphformer.models import GraphModel
 from graphformer.nn.conv import AttentionConv, DeepSetsConv
@@ -55,8 +55,6 @@ FAST_WEIGHT_DECAY = 0.03
 #: evaluation interval in epochs where it differs from ``main.py``'s 100 (depth 2).
 PAPER_BATCH = {2: 64, 3: 64, 4: 1024, 5: 1024, 6: 1024, 7: 2048, 8: 2048}
 PAPER_EVAL_EVERY = {2: 1000}
-TRANSFER_TASKS = {"ring": RingTransfer, "crossed_ring": CrossedRingTransfer,
-                  "clique_path": CliquePathTransfer}
 
 
 @dataclass
@@ -329,14 +327,6 @@ def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
                             block=TREE_BLOCKS.get(conv, "post_norm"), **kwargs)
 
 
-def build_transfer_model(conv: str, dataset, hidden: int = 64, method: str = "gd") -> GraphModel:
-    r"""``r`` layers for a transfer task at distance ``r`` (Di Giovanni et al. 2023)."""
-    kwargs = {"heads": 4} if conv in ("gat", "attention") else {}
-    return GraphModel.build(conv, dataset.num_classes, hidden, dataset.num_classes,
-                            num_layers=dataset.distance, method=method, block="post_norm",
-                            **kwargs)
-
-
 @torch.no_grad()
 def accuracy(model: GraphModel, loader: SameTopologyLoader) -> float:
     r"""Share of graphs whose read-out prediction is right."""
@@ -439,17 +429,9 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
 
 
 def warmup_cosine(step: int, total: int, warmup: float) -> float:
-    r"""The fast budget's learning-rate factor after ``step`` of ``total`` steps: linear
-    from ``1 / w`` to 1 over the first ``w = warmup * total`` steps, then a cosine decay to
-    0 at ``total``."""
-    w = math.ceil(warmup * total)
-    if step < w:
-        return (step + 1) / w
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
-
-
-def budget_dict(budget: Budget) -> dict:
-    return asdict(budget)
+    r"""The fast budget's learning-rate factor after ``step`` of ``total`` steps, with a
+    warm-up over the first ``warmup`` share of them (:func:`graphformer.schedule.warmup_cosine`)."""
+    return schedule.warmup_cosine(step, total, math.ceil(warmup * total))
 
 
 def profile_steps(models, depths, batch_sizes, *, steps: int = 10, seed: int = 0,

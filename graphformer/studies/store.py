@@ -54,13 +54,19 @@ class ResultStore:
             saved = json.loads(self.path.read_text())
             rows = saved["rows"]
             meta = saved["meta"]
-            if not isinstance(rows, dict):
-                raise TypeError("rows is not a mapping")
+            if not isinstance(rows, dict) or not isinstance(meta, dict):
+                raise TypeError("rows or meta is not a mapping")
         except (ValueError, KeyError, TypeError) as e:
             raise ResultsCorrupted(
                 f"{self.path} is corrupted ({type(e).__name__}: {e}); it was left as it is. "
                 "Repair it, or pass --restart to move it aside to results.json.bak and "
                 "start over.") from None
+        if "layout" in self.meta and meta.get("layout") != self.meta["layout"]:
+            raise ResultsCorrupted(
+                f"{self.path} was written by an older version of this study (results layout "
+                f"{meta.get('layout', 1)}, rows keyed by 'size'; this version writes layout "
+                f"{self.meta['layout']}, with depth, distance or length): it cannot be "
+                "resumed. Use another --out, or --restart (keeps a .bak copy).")
         if meta != self.meta:
             changed = sorted(k for k in set(meta) | set(self.meta) if meta.get(k) != self.meta.get(k))
             raise ResultsCorrupted(

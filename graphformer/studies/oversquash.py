@@ -1,0 +1,399 @@
+r"""The over-squashing study that ``python benchmarks/oversquash.py`` runs: its settings
+(validated once), its cells (typed: a tree has a depth, a transfer graph a distance, a
+sequence a length), one run of a cell, and the controls hook that queues a control
+behind every failure.
+
+* Tree-NeighborsMatch (Alon & Yahav 2021) with the fast budget; a failing model gets the
+  fully-adjacent last layer at the depth where it fails.
+* The graph-transfer tasks (Di Giovanni et al. 2023) as the paper's code runs them
+  (:mod:`graphformer.studies.transfer`); a row below 0.9 gets the fully-adjacent last
+  layer (and, with ``--full``, the Transformer over the complete graph).
+* The causal sequence tasks (Barbero et al. 2024), with and without pause tokens (not in
+  the default run: see :data:`SEQUENCE_CLAIMS`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from graphformer.datasets import TreeNeighborsMatch
+from graphformer.diagnostics import dirichlet_energy_per_layer, sensitivity_vs_distance
+from graphformer.studies import transfer
+from graphformer.studies.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, Budget,
+                                             SameTopologyLoader, build_tree_model,
+                                             train_graph_task)
+from graphformer.studies.sequence_tasks import (SEQUENCE_TASKS, build_sequence_model,
+                                                sequence_runway, train_sequence_task)
+from graphformer.studies.transfer import TOPOLOGIES, TransferBudget, TransferCell
+
+TASKS = ("tree",) + tuple(TOPOLOGIES) + tuple(SEQUENCE_TASKS)
+#: The key that sizes each task's cells and rows.
+SIZE_KEY = {"tree": "depth", **{t: "distance" for t in TOPOLOGIES},
+            **{t: "length" for t in SEQUENCE_TASKS}}
+MAX_TREE_DEPTH = 8
+SEQUENCE_METHODS = ("gd", "nesterov")
+TREE_VARIANTS = ("plain", "fully_adjacent")
+#: The default run's tree models: the paper's four.
+DEFAULT_TREE_MODELS = ("gcn", "gin", "gat", "ggnn")
+#: The default run's transfer distances: for GCN and GAT, with c the published cliff
+#: (GCN 8 / 10 / 14, GAT 8 / 11 / 14 on clique path / ring / crossed ring), one distance
+#: at or below c - 2 and one at or above c + 3 where the paper's distances (2 to 15)
+#: allow (none above the crossed ring's cliff). The dearer failing side was measured
+#: first: it decides what fits 15 minutes on 2 cores (docs/results_oversquash.md).
+DEFAULT_DISTANCES = {"clique_path": (6, 11), "ring": (8, 14), "crossed_ring": (12,)}
+#: The claim each sequence task tests, from the literature.
+SEQUENCE_CLAIMS = {
+    "copy_first": "Barbero et al. 2024: copying the first token gets harder with length "
+                  "under causal attention (its influence is diluted over the runway)",
+    "copy_last": "Barbero et al. 2024: copying the last token stays easy (a short path)",
+    "count_ones": "Barbero et al. 2024: counting fails with length under causal masking; "
+                  "pause tokens (Goyal et al. 2024) add paths to the read-out",
+}
+#: The train accuracy a tree run must reach to count as solved, by depth (see
+#: :func:`solved_threshold`).
+TREE_SOLVED_SHALLOW, TREE_SOLVED_DEEP = 0.99, 0.9
+#: What the test-accuracy column means for the trees.
+TEST_NOTE = ("Trees: test_acc is the accuracy on the held-out 20% at the evaluation with the "
+             "best train accuracy (at depth 2, 20 trees: one tree is 0.05); the paper reports "
+             "train accuracy. Transfer: test_acc is the best accuracy on the 500 held-out "
+             "graphs over the epochs, the paper's metric.")
+#: The layout of results.json this code writes; a file without it is from an older one.
+RESULTS_LAYOUT = 2
+
+
+# ---------------------------------------------------------------------- cells
+@dataclass(frozen=True)
+class TreeCell:
+    r"""A Tree-NeighborsMatch run."""
+    model: str
+    depth: int
+    variant: str = "plain"  # or "fully_adjacent"
+    seed: int = 0
+    task: str = field(default="tree", init=False)
+
+    @property
+    def key(self) -> str:
+        return f"tree/{self.model}/{self.depth}/{self.variant}/{self.seed}"
+
+
+@dataclass(frozen=True)
+class SequenceCell:
+    r"""A causal sequence run: an attention stack updated by ``method``, with
+    ``num_pause`` pause tokens appended."""
+    task: str
+    length: int
+    method: str = "gd"
+    num_pause: int = 0
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/attention/{self.length}/{self.method}/pause{self.num_pause}/{self.seed}"
+
+
+Cell = Union[TreeCell, TransferCell, SequenceCell]
+
+
+def size_of(row: Dict) -> int:
+    r"""A row's depth, distance or length."""
+    return row[SIZE_KEY[row["task"]]]
+
+
+# ---------------------------------------------------------------------- settings
+@dataclass
+class Settings:
+    r"""What a study runs. :meth:`default` fits a 2-core CPU in 15 minutes: the trees at
+    depths 2 and 3 with the fast budget (:meth:`~graphformer.studies.graph_tasks.Budget.fast`)
+    and GCN and GAT on the three transfer topologies with the paper's budget, at
+    :data:`DEFAULT_DISTANCES`; :meth:`full` is the papers' sweeps and budgets."""
+    models: Sequence[str] = DEFAULT_TREE_MODELS
+    tasks: Sequence[str] = ("tree",) + tuple(TOPOLOGIES)
+    depths: Sequence[int] = (2, 3)
+    seeds: Sequence[int] = (0,)
+    budget: Budget = field(default_factory=Budget.fast)
+    transfer_models: Sequence[str] = ("gcn", "gat")
+    distances: Dict[str, Sequence[int]] = field(default_factory=lambda: dict(DEFAULT_DISTANCES))
+    transfer_seeds: Sequence[int] = (1,)  # the paper's scripts run seeds 1, 2, 3
+    transfer_budget: TransferBudget = field(default_factory=TransferBudget)
+    transfer_controls: Sequence[str] = ("fully_adjacent",)
+    lengths: Sequence[int] = (16, 48)
+    num_pause: int = 8
+    sequence_epochs: int = 8
+    num_sequences: int = 400
+    compile: Union[bool, str] = False
+    tree_variant: str = "plain"  # "fully_adjacent": every tree run with that last layer
+    controls: bool = True  # a control behind every failure
+
+    @classmethod
+    def default(cls, **overrides) -> "Settings":
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def full(cls, **overrides) -> "Settings":
+        every = tuple(range(transfer.MIN_DISTANCE, transfer.MAX_DISTANCE + 1))
+        base = dict(models=GRAPH_MODELS, tasks=TASKS, depths=tuple(range(2, 9)),
+                    transfer_models=tuple(transfer.PYG_MODELS),
+                    distances={t: every for t in TOPOLOGIES}, transfer_seeds=(1, 2, 3),
+                    transfer_controls=transfer.CONTROLS, lengths=(16, 64, 256),
+                    budget=Budget.full(), sequence_epochs=100, num_sequences=4000)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def validate(self) -> None:
+        r"""Raises :class:`ValueError` naming the first setting that cannot run."""
+        def check_names(kind: str, given, valid) -> None:
+            bad = [v for v in dict.fromkeys(given) if v not in valid]
+            if bad:
+                raise ValueError(f"unknown {kind}(s) {', '.join(map(str, bad))}; valid "
+                                 f"{kind}s: {', '.join(valid)}")
+        check_names("task", self.tasks, TASKS)
+        check_names("model", self.models, GRAPH_MODELS)
+        check_names("transfer model", self.transfer_models, tuple(transfer.PYG_MODELS))
+        check_names("control", self.transfer_controls, transfer.CONTROLS)
+        for name in ("seeds", "transfer_seeds"):
+            if not len(getattr(self, name)):
+                raise ValueError(f"{name} is empty: give at least one seed")
+        bad = [d for d in self.depths if not 2 <= d <= MAX_TREE_DEPTH]
+        if bad:
+            raise ValueError(f"unsupported tree depth(s) {bad}: Tree-NeighborsMatch runs at "
+                             f"depths 2 to {MAX_TREE_DEPTH}")
+        lo, hi = transfer.MIN_DISTANCE, transfer.MAX_DISTANCE
+        bad = sorted({d for ds in self.distances.values() for d in ds if not lo <= d <= hi})
+        if bad:
+            raise ValueError(f"unsupported distance(s) {bad}: the transfer tasks run at "
+                             f"distances {lo} to {hi} (the paper's sweep)")
+        bad = [n for n in self.lengths if n < 2]
+        if bad:
+            raise ValueError(f"unsupported sequence length(s) {bad}: need length >= 2")
+        if self.tree_variant not in TREE_VARIANTS:
+            raise ValueError(f"unknown tree variant {self.tree_variant!r}; valid: "
+                             f"{', '.join(TREE_VARIANTS)}")
+        self.budget.validate()
+        self.transfer_budget.validate()
+
+    def meta(self) -> Dict:
+        r"""The settings that make two results comparable (the budgets and sizes)."""
+        return dict(layout=RESULTS_LAYOUT, budget=asdict(self.budget),
+                    transfer_budget=asdict(self.transfer_budget), num_pause=self.num_pause,
+                    sequence_epochs=self.sequence_epochs, num_sequences=self.num_sequences)
+
+
+# ---------------------------------------------------------------------- plan and controls
+def plan(settings: Settings) -> List[Cell]:
+    r"""The plain cells of a study, in order (the controls come later, from the rows:
+    :func:`controls`)."""
+    cells: List[Cell] = []
+    for seed in settings.seeds:
+        if "tree" in settings.tasks:
+            cells += [TreeCell(m, d, settings.tree_variant, seed)
+                      for d in settings.depths for m in settings.models]
+    topologies = [t for t in TOPOLOGIES if t in settings.tasks]
+    cells += transfer.plan(topologies, settings.transfer_models, settings.distances,
+                           settings.transfer_seeds)
+    for seed in settings.seeds:
+        for task in SEQUENCE_TASKS:
+            if task in settings.tasks:
+                cells += [SequenceCell(task, n, method, p, seed) for n in settings.lengths
+                          for method in SEQUENCE_METHODS for p in (0, settings.num_pause)]
+    return cells
+
+
+def solved_threshold(depth: int) -> float:
+    r"""The train accuracy a tree run must reach to count as solved at ``depth``: 0.99 at
+    depths 2 and 3, where the paper's models all reach 1.0, and 0.9 from depth 4, where
+    the paper's best (GAT, GGNN) reach 1.0 and the others stop at 0.70 to 0.77."""
+    return TREE_SOLVED_SHALLOW if depth <= 3 else TREE_SOLVED_DEEP
+
+
+def failing_depth(rows: List[Dict], model: str, seed: int) -> Optional[int]:
+    r"""The smallest depth where ``model`` stays below :func:`solved_threshold`."""
+    depths = sorted(r["depth"] for r in rows if r["task"] == "tree" and r["model"] == model
+                    and r["variant"] == "plain" and r["seed"] == seed
+                    and r["train_acc"] < solved_threshold(r["depth"]))
+    return depths[0] if depths else None
+
+
+def plan_fully_adjacent(settings: Settings, rows: List[Dict],
+                        complete: bool = False) -> List[TreeCell]:
+    r"""One fully-adjacent tree run per model and seed, at the depth where the model
+    fails; none for a model that reached the threshold at every depth studied (there is
+    no bottleneck to remove); none at all when ``settings.controls`` is off. With
+    ``complete``, only for the models and seeds whose plain tree runs are all in ``rows``
+    (so that a sweep can start them while others run)."""
+    if not settings.controls or "tree" not in settings.tasks or settings.tree_variant != "plain":
+        return []
+    cells = []
+    for seed in settings.seeds:
+        for m in settings.models:
+            have = {r["depth"] for r in rows if r["task"] == "tree" and r["model"] == m
+                    and r["variant"] == "plain" and r["seed"] == seed}
+            if complete and not set(settings.depths) <= have:
+                continue
+            depth = failing_depth(rows, m, seed)
+            if depth is not None:
+                cells.append(TreeCell(m, depth, "fully_adjacent", seed))
+    return cells
+
+
+def controls(settings: Settings, rows: List[Dict]) -> List[Cell]:
+    r"""The controls hook: every control the finished ``rows`` call for (a sweep runs
+    each once). Trees: :func:`plan_fully_adjacent`. Transfer: each plain row below
+    :data:`~graphformer.studies.transfer.SOLVED` gets ``settings.transfer_controls`` on
+    the same budget."""
+    cells: List[Cell] = list(plan_fully_adjacent(settings, rows, complete=True))
+    if settings.controls:
+        for row in rows:
+            if row["task"] in TOPOLOGIES:
+                cells += transfer.controls_for(row, settings.transfer_controls)
+    return cells
+
+
+#: Relative cost of a tree training step per layer (``--profile``, depth 3, batches of
+#: 256): the sweep starts the dearest runs first, so that a GGNN run does not end it alone.
+STEP_COST = {"gcn": 1.0, "gin": 1.3, "gat": 1.2, "ggnn": 2.5}
+
+
+def cost(cell: Cell, settings: Settings) -> float:
+    r"""A rough relative cost of a cell (about CPU seconds on this project's 2-core
+    machine), for the progress bar's ETA and the order in which a sweep starts its cells
+    (the dearest first)."""
+    if isinstance(cell, TreeCell):
+        b = settings.budget.at_depth(cell.depth)
+        leaves = 2 ** cell.depth
+        graphs = leaves * TreeNeighborsMatch.permutation_count(cell.depth)
+        if b.max_graphs is not None:
+            graphs = min(graphs, b.max_graphs)
+        _, steps = b.steps(math.ceil(0.8 * graphs))
+        return (steps * b.batch_size * 2 * leaves * (cell.depth + 1) / 1e6
+                * STEP_COST.get(cell.model, 1.0))
+    if isinstance(cell, TransferCell):
+        return transfer.cell_cost(cell, settings.transfer_budget)
+    return settings.sequence_epochs * settings.num_sequences * cell.length / 1e5
+
+
+# ---------------------------------------------------------------------- one run
+def run_cell(cell: Cell, progress: Optional[Callable[[float], None]] = None, *,
+             settings: Settings, device: torch.device) -> Dict:
+    r""":func:`run_one` with the arguments in the order of
+    :func:`~graphformer.studies.pool.run_cells` (looked up when called, so that a
+    worker runs whatever ``run_one`` is then)."""
+    return run_one(cell, settings, device, progress=progress)
+
+
+def run_one(cell: Cell, settings: Settings, device: torch.device,
+            progress: Optional[Callable[[float], None]] = None) -> Dict:
+    r"""Trains and evaluates one cell; returns its row (the cell's fields plus the
+    measurements). ``progress`` is called with the share of the budget done."""
+    if isinstance(cell, TransferCell):
+        return transfer.fit_transfer(cell, settings.transfer_budget, device=device,
+                                     progress=progress)
+    torch.manual_seed(cell.seed)
+    if isinstance(cell, TreeCell):
+        row = dict(task="tree", model=cell.model, depth=cell.depth, variant=cell.variant,
+                   seed=cell.seed)
+        dataset = TreeNeighborsMatch(cell.depth, seed=cell.seed)
+        model = build_tree_model(cell.model, dataset)
+        row.update(train_graph_task(model, dataset, settings.budget, seed=cell.seed,
+                                    fully_adjacent=cell.variant == "fully_adjacent",
+                                    device=device, progress=progress, compile=settings.compile))
+        row["published"] = PUBLISHED_TREE.get(cell.model, {}).get(cell.depth) \
+            if cell.variant == "plain" else None
+        if cell.variant == "plain":
+            row.update(tree_diagnostics(model, dataset, device))
+        return row
+    row = dict(task=cell.task, model="attention", length=cell.length, method=cell.method,
+               num_pause=cell.num_pause, variant="plain", seed=cell.seed,
+               claim=SEQUENCE_CLAIMS[cell.task])
+    dataset = SEQUENCE_TASKS[cell.task](cell.length, num_sequences=settings.num_sequences,
+                                        seed=cell.seed)
+    model = build_sequence_model(dataset.vocab_size, dataset.num_classes, method=cell.method)
+    row.update(train_sequence_task(model, dataset, num_pause=cell.num_pause, seed=cell.seed,
+                                   epochs=settings.sequence_epochs, device=device))
+    profile = sequence_runway(model.cpu(), dataset, cell.num_pause)
+    row["runway"] = profile.tolist()  # [L + 1, T]
+    last = profile[-1]
+    row["runway_last_share"] = float(last[-1] / last.sum().clamp(min=1e-30))
+    return row
+
+
+def tree_diagnostics(model, dataset: TreeNeighborsMatch, device: torch.device) -> Dict:
+    r"""Dirichlet energy per layer (over-smoothing) and Jacobian sensitivity of the root
+    to every node against hop distance (over-squashing), on a few trained trees."""
+    model.eval().to(device)
+    loader = SameTopologyLoader(dataset, torch.arange(min(8, len(dataset))), 8, device=device)
+    batch = next(iter(loader))
+    with torch.no_grad():
+        _, states = model(batch.x, batch.edge_index, index=batch.readout, return_states=True)
+    energy = dirichlet_energy_per_layer(states, batch.edge_index, sqrt=True)
+    one = SameTopologyLoader(dataset, torch.arange(1), 1, device=device)
+    tree = next(iter(one))
+    h = model.encoder(tree.x).detach()
+    prof = sensitivity_vs_distance(lambda z: model.stack(z, tree.edge_index), h,
+                                   tree.edge_index, int(tree.readout[0]))
+    return dict(dirichlet=[float(e) for e in energy],
+                sensitivity_distance=prof.distance.tolist(),
+                sensitivity=[float(s) for s in prof.mean])
+
+
+# ---------------------------------------------------------------- time to solve
+TIME_TO_SOLVE_BUDGETS = ("full", "fast")
+
+
+def time_to_solve_budget(name: str, max_epochs: Optional[int] = None,
+                         max_seconds: Optional[float] = None) -> Budget:
+    r"""``"full"`` (Alon & Yahav's loop) or ``"fast"`` (the fast budget), with an optional
+    cap on the epochs or the seconds of the paper's loop (its own cap, 50,000 epochs, is
+    days on a CPU). The fast budget is never changed: it is what the default run uses."""
+    if name == "fast":
+        return Budget.fast()
+    if name != "full":
+        raise ValueError(f"unknown budget {name!r}; valid: {', '.join(TIME_TO_SOLVE_BUDGETS)}")
+    return replace(Budget.full(), max_seconds=max_seconds,
+                   **({} if max_epochs is None else {"max_epochs": max_epochs}))
+
+
+def time_to_solve_cells(models: Sequence[str], depths: Sequence[int], seeds: Sequence[int],
+                        budgets: Sequence[str], max_epochs: Optional[int] = None,
+                        max_seconds: Optional[float] = None) -> List["TimeToSolveCell"]:
+    r"""Every model, depth and seed under every budget (at that depth:
+    :meth:`~graphformer.studies.graph_tasks.Budget.at_depth`)."""
+    cells = []
+    for name in budgets:
+        budget = time_to_solve_budget(name, max_epochs, max_seconds)
+        for seed in seeds:
+            for depth in depths:
+                for m in models:
+                    cell = TreeCell(m, depth, "plain", seed)
+                    cells.append(TimeToSolveCell(cell, name, budget.at_depth(depth)))
+    return cells
+
+
+@dataclass(frozen=True)
+class TimeToSolveCell:
+    r"""A tree run under a named budget."""
+    cell: TreeCell
+    budget_name: str
+    budget: Budget
+
+    @property
+    def key(self) -> str:
+        return f"{self.cell.key}@{self.budget_name}"
+
+
+def time_to_solve_cell(tts: TimeToSolveCell, progress: Optional[Callable[[float], None]] = None,
+                       *, device: torch.device = torch.device("cpu")) -> Dict:
+    r"""Trains one time-to-solve cell; its row records the budget it ran under."""
+    cell, name, budget = tts.cell, tts.budget_name, tts.budget
+    torch.manual_seed(cell.seed)
+    dataset = TreeNeighborsMatch(cell.depth, seed=cell.seed)
+    model = build_tree_model(cell.model, dataset)
+    row = dict(task="tree", model=cell.model, depth=cell.depth, variant=cell.variant,
+               seed=cell.seed, budget_name=name, budget=asdict(budget))
+    row.update(train_graph_task(model, dataset, budget, seed=cell.seed, device=device,
+                                progress=progress))
+    return row
+
+
