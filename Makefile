@@ -19,7 +19,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,study]"
 	touch $@
 
 run: $(BIN)/.installed

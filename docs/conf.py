@@ -166,6 +166,7 @@ API_SECTIONS = [
     ("graphformer.studies.sequence_tasks", "Studies: causal sequence tasks"),
     ("graphformer.studies.oversquash", "Studies: the over-squashing study"),
     ("graphformer.studies.store", "Studies: result store"),
+    ("graphformer.studies.executor", "Studies: the executor (Ray)"),
     ("graphformer.plot", "Plotting"),
 ]
 

