@@ -88,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
         "to; host:port: its head) instead of a local Ray instance")
     add("--gpus-per-run", type=float, help="share of a GPU per run (0.25: four on a card; "
         "default on CUDA: 1)")
-    add("--threads", type=int, default=1, help="torch threads with --workers 1")
+    add("--threads", type=int, default=1, help="CPUs and torch threads of each run")
     return p
 
 
@@ -122,8 +122,8 @@ def main(argv=None):
         p.error(f"--workers must be at least 1 (worker processes), got {args.workers}"
                 if "workers" in str(e) else f"--device: {e}")
     try:  # the executor: a local Ray instance, or the cluster at --ray-address
-        executor = RayExecutor(RayConfig(address=args.ray_address, gpus_per_run=args.gpus_per_run),
-                               workers, device_type=device.type)
+        executor = RayExecutor(RayConfig(address=args.ray_address, gpus_per_run=args.gpus_per_run,
+                                         num_cpus=args.threads), workers, device_type=device.type)
     except ValueError as e:
         p.error(str(e))
     if executor.config.uses_gpu(device.type) and device.type == "cpu":

@@ -106,8 +106,8 @@ class RayConfig:
                                          or not self.address.strip()):
             raise ValueError(f"--ray-address must be 'auto' or host:port, got {self.address!r}")
         if not _positive(self.num_cpus):
-            raise ValueError(f"num_cpus (CPUs per run) must be a positive number, "
-                             f"got {self.num_cpus!r}")
+            raise ValueError(f"num_cpus (CPUs and torch threads per run, --threads) must be "
+                             f"a positive number, got {self.num_cpus!r}")
         if self.gpus_per_run is not None:
             g = self.gpus_per_run
             if not _positive(g):
