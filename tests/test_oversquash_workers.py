@@ -1,5 +1,6 @@
-"""The worker pool of the over-squashing study and the fast budget: the same numbers for any
-number of workers, a crashed worker named and resumed, compiled training equal to eager."""
+"""The over-squashing study's sweep and the fast budget: the same numbers for any number of
+workers, a failing cell named, compiled training equal to eager (a killed worker and resume:
+tests/test_executor.py)."""
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from graphformer.datasets import TreeNeighborsMatch
 from graphformer.studies.graph_tasks import (Budget, build_tree_model, train_graph_task,
                                                  warmup_cosine)
-from graphformer.studies.pool import check_workers, run_cells
+from graphformer.studies.executor import check_workers, run_cells
 
 ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
         "--device", "cpu", "--no-plots"]
@@ -52,7 +53,8 @@ def test_an_exception_in_a_cell_is_reported_with_its_traceback():
         done = {}
         failures = run_cells([("a", 1), ("b", 2), ("c", 3)], work, workers=workers,
                              on_done=lambda key, row: done.update({key: row}) or ())
-        assert done == {"a": {"value": 1}, "c": {"value": 3}}
+        assert {k: r["value"] for k, r in done.items()} == {"a": 1, "c": 3}
+        assert all(r["ran_on"]["executor"] == "ray" for r in done.values())
         assert [f.key for f in failures] == ["b"] and "cell two is broken" in failures[0].reason
 
 
