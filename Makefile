@@ -20,7 +20,7 @@ MOLSETS ?= molsets==0.3.1
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,study]"
 	# MOSES' ZINC molecules as package data; --no-deps: its pinned dependencies
 	# (pomegranate 0.12, fcd-torch, pandas, seaborn) do not build and are not needed
 	$(BIN)/pip install --quiet --no-deps "$(MOLSETS)"

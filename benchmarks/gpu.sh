@@ -43,9 +43,9 @@ if ! cuda_torch; then
     "$py" -m pip install --quiet "torch>=2.5,<2.14" || {
         echo "gpu.sh: could not install torch (no network, or no wheel for this machine)" >&2; exit 2; }
 fi
-if ! "$py" -c "import torch_geometric, networkx, numpy, tqdm, matplotlib, pytest, hypothesis" 2>/dev/null; then
-    echo "gpu.sh: installing the project and its test extra"
-    "$py" -m pip install --quiet -e ".[test]" || {
+if ! "$py" -c "import torch_geometric, networkx, numpy, tqdm, matplotlib, pytest, hypothesis, ray" 2>/dev/null; then
+    echo "gpu.sh: installing the project and its test and study extras"
+    "$py" -m pip install --quiet -e ".[test,study]" || {
         echo "gpu.sh: could not install the project's dependencies" >&2; exit 2; }
 fi
 if ! cuda_torch; then

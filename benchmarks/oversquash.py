@@ -6,8 +6,9 @@ the fast budget; the graph-transfer tasks (Di Giovanni et al. 2023: clique path,
 crossed ring) with PyG's GCN and GAT on the paper's own budget, at distances on both sides
 of each published cliff. Behind every failure runs a control on the same budget (the
 fully-adjacent last layer; with --full also a Transformer over the complete graph): a
-failure is over-squashing only where a control solves it. Runs go to --workers processes
-(default: every core); the numbers do not depend on how many. Writes results.json
+failure is over-squashing only where a control solves it. Runs go to Ray: a local instance
+on this machine's cores by default (--workers at a time), or the cluster at --ray-address;
+the numbers do not depend on where or how many. Writes results.json
 (resumed when interrupted), results.csv, results.md and one plot per study under --out.
 
     python benchmarks/oversquash.py                        # the default run, 2-core CPU
@@ -31,7 +32,8 @@ from graphformer.device import resolve_device
 from graphformer.studies import oversquash as study
 from graphformer.studies import report, transfer
 from graphformer.studies.graph_tasks import PUBLISHED_TREE, profile_steps, profile_table
-from graphformer.studies.pool import check_workers, default_workers
+from graphformer.studies.executor import (ExecutorError, RayConfig, RayExecutor, check_workers,
+                                          default_workers)
 from graphformer.studies.store import ResultStore, ResultsCorrupted, write_atomic
 from graphformer.studies.sweep import Sweep
 
@@ -84,8 +86,13 @@ def parser() -> argparse.ArgumentParser:
     add("--out", type=Path, default=Path("results/oversquash"))
     add("--restart", action="store_true", help="move earlier results aside, start over")
     add("--no-plots", action="store_true")
-    add("--workers", type=int, help=f"processes (default: the cores, {default_workers()})")
-    add("--threads", type=int, default=1, help="torch threads with --workers 1")
+    add("--workers", type=int, help=f"runs at a time (default: the cores, {default_workers()}; "
+        "with --ray-address or CUDA: as many as the cluster's resources allow)")
+    add("--ray-address", help="join this Ray cluster ('auto': the one this machine belongs "
+        "to; host:port: its head) instead of a local Ray instance")
+    add("--gpus-per-run", type=float, help="share of a GPU per run (0.25: four on a card; "
+        "default on CUDA: 1)")
+    add("--threads", type=int, default=1, help="CPUs and torch threads of each run")
     return p
 
 
@@ -113,12 +120,18 @@ def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
     try:
-        workers = check_workers(default_workers() if args.workers is None else args.workers)
+        workers = None if args.workers is None else check_workers(args.workers)
         device = resolve_device(args.device)
     except ValueError as e:
         p.error(f"--workers must be at least 1 (worker processes), got {args.workers}"
                 if "workers" in str(e) else f"--device: {e}")
-    workers = workers if device.type == "cpu" else 1  # one accelerator: one run at a time
+    try:  # the executor: a local Ray instance, or the cluster at --ray-address
+        executor = RayExecutor(RayConfig(address=args.ray_address, gpus_per_run=args.gpus_per_run,
+                                         num_cpus=args.threads), workers, device_type=device.type)
+    except ValueError as e:
+        p.error(str(e))
+    if executor.config.uses_gpu(device.type) and device.type == "cpu":
+        device = torch.device("cuda")  # the cluster's GPUs (this machine may have none)
     if args.fully_adjacent and args.no_controls:
         p.error("--no-controls does nothing with --fully-adjacent: every tree run there has "
                 "the fully-adjacent layer, and no control is added")
@@ -152,18 +165,21 @@ def main(argv=None):
                                               args.max_seconds)
             store = ResultStore(args.out, {"time_to_solve": True}, restart=args.restart)
             sweep = Sweep(store, partial(study.time_to_solve_cell, device=device),
-                          cost=lambda c: 1.0, workers=workers, desc="time to solve")
+                          cost=lambda c: 1.0, executor=executor, desc="time to solve")
         else:
             cells = study.plan(settings)
             store = ResultStore(args.out, settings.meta(), restart=args.restart)
             sweep = Sweep(store, partial(study.run_cell, settings=settings, device=device),
                           cost=partial(study.cost, settings=settings),
-                          controls=partial(study.controls, settings), workers=workers,
+                          controls=partial(study.controls, settings), executor=executor,
                           desc="oversquash")
     except (ValueError, ResultsCorrupted) as e:
         p.exit(2, f"oversquash.py: error: {e}\n")
     start = time.perf_counter()
-    failures = sweep.run(cells)
+    try:
+        failures = sweep.run(cells)
+    except ExecutorError as e:
+        p.exit(2, f"oversquash.py: error: {e}\n")
     if failures:
         for f in failures:
             print(f"\n--- {f.key} failed:\n{f.reason.rstrip()}", file=sys.stderr)
@@ -176,7 +192,7 @@ def main(argv=None):
         text = report.time_to_solve_table(rows)
         print(text)
         write_atomic(args.out / "time_to_solve.md", f"Command: {command} on {device}, "
-                     f"{workers} worker(s).\n\n{text}")
+                     f"{workers or 'Ray-scheduled'} worker(s).\n\n{text}")
         return
     print(report.table(rows) + "\n" + study.TEST_NOTE + "\n" + report.targets(rows))
     write_atomic(args.out / "results.csv", report.csv_text(rows))

@@ -167,6 +167,7 @@ API_SECTIONS = [
     ("graphformer.studies.sweep", "Studies: sweep"),
     ("graphformer.studies.store", "Studies: result store"),
     ("graphformer.studies.report", "Studies: report"),
+    ("graphformer.studies.executor", "Studies: the executor (Ray)"),
     ("graphformer.schedule", "Learning-rate schedule"),
     ("graphformer.plot", "Plotting"),
 ]

@@ -3,6 +3,10 @@
 * One intra-op thread. The tests use small tensors, for which OpenMP's thread start-up
   and spinning cost more than they save; on a loaded 2-core machine two threads made
   single tests up to 100x slower (measured: 108 s vs 1.2 s).
+* Ray stays on loopback: its single-machine mode (every Ray process on 127.0.0.1) is read
+  once, when Ray is imported, so it is set here, before any test imports it; and Ray's
+  usage statistics are off. One local Ray instance serves every test that runs a sweep
+  (the ``ray_local`` fixture): its start-up (about 8 s here) is paid once.
 * Hypothesis profiles. ``ci`` (the default) is derandomised: the examples are drawn from
   a fixed seed, so every run (a developer's, CI's) tries the same inputs and a red build
   is always reproducible, never a lucky draw; ``max_examples`` is modest to keep the
@@ -21,6 +25,8 @@ import torch
 from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 settings.register_profile("ci", derandomize=True, max_examples=15, deadline=None,
                           print_blob=True,
@@ -56,3 +62,14 @@ def eager_flex(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """The local Ray instance (loopback, 2 CPUs) that the sweeps of the whole session share:
+    a sweep run while this process is connected uses that connection and leaves it open."""
+    from graphformer.studies.executor import RayExecutor
+    ray, started = RayExecutor(workers=2).connect()
+    yield ray
+    if started:
+        ray.shutdown()

@@ -9,6 +9,8 @@ from graphformer.datasets import TreeNeighborsMatch
 from graphformer.studies.graph_tasks import (Budget, SameTopologyLoader, build_tree_model,
                                                  train_graph_task)
 
+pytestmark = pytest.mark.usefixtures("ray_local")  # the sweeps run on one local Ray
+
 
 @pytest.fixture
 def cli(load_benchmark):

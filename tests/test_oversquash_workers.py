@@ -1,8 +1,7 @@
-"""The worker pool of the over-squashing study and the fast budget: the same numbers for any
-number of workers, a crashed worker named and resumed, compiled training equal to eager."""
+"""The over-squashing study's sweep and the fast budget: the same numbers for any number of
+workers, a failing cell named, compiled training equal to eager (a killed worker and resume:
+tests/test_executor.py)."""
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -10,10 +9,12 @@ import torch
 from graphformer.datasets import TreeNeighborsMatch
 from graphformer.studies.graph_tasks import (Budget, build_tree_model, train_graph_task,
                                                  warmup_cosine)
-from graphformer.studies.pool import check_workers, run_cells
+from graphformer.studies.executor import check_workers, run_cells
 
 ARGS = ["--tasks", "tree", "--models", "gcn,gin", "--depths", "2", "--max-steps", "8",
         "--device", "cpu", "--no-plots"]
+
+pytestmark = pytest.mark.usefixtures("ray_local")  # the sweeps run on one local Ray
 
 
 @pytest.fixture
@@ -41,35 +42,6 @@ def test_fast_budget_rows_are_identical_for_one_and_two_workers(cli, tmp_path, c
     capsys.readouterr()
 
 
-def test_a_killed_worker_is_named_and_resume_finishes_the_rest(cli, tmp_path, capsys,
-                                                                 monkeypatch):
-    import graphformer.studies.oversquash as study
-    parent, run_one = os.getpid(), study.run_one
-
-    def crash_gin(run, *args, **kwargs):
-        if run.model == "gin" and os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-run
-        return run_one(run, *args, **kwargs)
-
-    monkeypatch.setattr(study, "run_one", crash_gin)
-    out = tmp_path / "crash"
-    with pytest.raises(SystemExit) as e:
-        cli.main(ARGS + ["--workers", "2", "--out", str(out)])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert "1 run(s) failed: tree/gin/2/plain/0" in err and "SIGKILL" in err
-    assert "run the same command again" in err
-    kept = rows_of(out)
-    assert "tree/gcn/2/plain/0" in kept and "tree/gin/2/plain/0" not in kept
-
-    monkeypatch.setattr(study, "run_one", run_one)
-    cli.main(ARGS + ["--workers", "2", "--out", str(out)])
-    assert "resuming: 1 of 2 runs" in capsys.readouterr().out
-    done = rows_of(out)
-    assert "tree/gin/2/plain/0" in done
-    assert done["tree/gcn/2/plain/0"] == kept["tree/gcn/2/plain/0"]  # not retrained
-
-
 def test_an_exception_in_a_cell_is_reported_with_its_traceback():
     def work(payload, progress):
         if payload == 2:
@@ -81,7 +53,8 @@ def test_an_exception_in_a_cell_is_reported_with_its_traceback():
         done = {}
         failures = run_cells([("a", 1), ("b", 2), ("c", 3)], work, workers=workers,
                              on_done=lambda key, row: done.update({key: row}) or ())
-        assert done == {"a": {"value": 1}, "c": {"value": 3}}
+        assert {k: r["value"] for k, r in done.items()} == {"a": 1, "c": 3}
+        assert all(r["ran_on"]["executor"] == "ray" for r in done.values())
         assert [f.key for f in failures] == ["b"] and "cell two is broken" in failures[0].reason
 
 

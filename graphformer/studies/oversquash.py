@@ -278,8 +278,8 @@ def cost(cell: Cell, settings: Settings) -> float:
 def run_cell(cell: Cell, progress: Optional[Callable[[float], None]] = None, *,
              settings: Settings, device: torch.device) -> Dict:
     r""":func:`run_one` with the arguments in the order of
-    :func:`~graphformer.studies.pool.run_cells` (looked up when called, so that a
-    worker runs whatever ``run_one`` is then)."""
+    :meth:`~graphformer.studies.executor.RayExecutor.run_cells` (a Ray worker imports this
+    module afresh: it runs its own ``run_one``, not one patched in the sweep's process)."""
     return run_one(cell, settings, device, progress=progress)
 
 

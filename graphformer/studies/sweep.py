@@ -1,12 +1,12 @@
-r"""A sweep: cells run by a worker pool into a results store, with a progress bar and a
+r"""A sweep: cells run by an executor (Ray) into a results store, with a progress bar and a
 controls hook that queues more cells from the rows as they come in."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from graphformer.studies.pool import CellFailure, run_cells
+from graphformer.studies.executor import CellFailure, RayExecutor
 from graphformer.studies.store import ResultStore
 
 
@@ -16,20 +16,24 @@ class Sweep:
     Args:
         store (ResultStore): finished rows by key; cells already there are not rerun
             (resume), and every new row is written at once.
-        fn: one cell's work (see :func:`~graphformer.studies.pool.run_cells`).
+        fn: one cell's work (see :meth:`~graphformer.studies.executor.RayExecutor.run_cells`).
         cost: a cell's relative cost: the dearest start first, and the bar counts it.
         controls: the controls hook, ``controls(rows) -> cells``, called with every
             finished row so far; the cells it returns that the sweep has not seen join the
             queue (a control behind a failure).
-        workers (int): processes at a time (the rows do not depend on it).
+        workers (int): runs at a time (the rows do not depend on it).
+        executor (RayExecutor, optional): runs the cells (default: a local Ray instance
+            with ``workers`` CPUs).
         desc (str): the progress bar's label.
     """
 
     def __init__(self, store: ResultStore, fn: Callable[[Any, Callable], Dict], *,
                  cost: Callable[[Any], float], controls: Callable[[List[Dict]], Sequence] =
-                 lambda rows: (), workers: int = 1, desc: str = "sweep") -> None:
+                 lambda rows: (), workers: int = 1, desc: str = "sweep",
+                 executor: Optional[RayExecutor] = None) -> None:
         self.store, self.fn, self.cost, self.controls = store, fn, cost, controls
         self.workers, self.desc = workers, desc
+        self.executor = executor or RayExecutor(workers=workers)
         self.cells: Dict[str, Any] = {}  # every cell planned, controls included
         self.failures: List[CellFailure] = []
 
@@ -44,7 +48,7 @@ class Sweep:
         done = sum(k in self.store for k in self.cells)
         if done:
             print(f"resuming: {done} of {len(self.cells)} runs already in {self.store.path}")
-        tqdm.monitor_interval = 0  # no monitor thread: the workers are forked
+        tqdm.monitor_interval = 0  # no monitor thread
         shares: Dict[str, float] = {}
         with tqdm(total=sum(self.cost(c) for c in self.cells.values()), unit="cost",
                   desc=self.desc,
@@ -82,6 +86,6 @@ class Sweep:
             todo = [(k, c) for k, c in sorted(self.cells.items(), key=lambda kc: -self.cost(kc[1]))
                     if k not in self.store]
             todo += more()
-            self.failures = run_cells(todo, self.fn, workers=self.workers, on_done=finished,
-                                      on_progress=advance, on_start=started)
+            self.failures = self.executor.run_cells(todo, self.fn, on_done=finished,
+                                                    on_progress=advance, on_start=started)
         return self.failures
