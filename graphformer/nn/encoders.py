@@ -27,7 +27,15 @@ __all__ = ["FeatureEmbedding", "RWSEEncoder", "LapPEEncoder", "PE_ENCODERS", "bu
 class FeatureEmbedding(nn.Module):
     r"""Integer features ``[N, F]`` (or ``[N]`` for one column) to vectors: the sum of
     one embedding per column, :math:`\mathbf{h}_i = \sum_f \mathbf{E}_f[x_{if}]` (key plus
-    value in Tree-NeighborsMatch; atom or bond type in ZINC)."""
+    value in Tree-NeighborsMatch; atom or bond type in ZINC).
+
+      Example:
+          >>> import torch
+          >>> from graphformer.nn import FeatureEmbedding
+          >>> embed = FeatureEmbedding([10, 4], 16)     # two integer columns, 10 and 4 values
+          >>> embed(torch.tensor([[3, 1], [9, 0]])).shape
+          torch.Size([2, 16])
+      """
 
     def __init__(self, num_embeddings: Sequence[int], channels: int, name: str = "x") -> None:
         super().__init__()
@@ -78,7 +86,14 @@ class RWSEEncoder(nn.Module):
         walk_length (int): :math:`K`, the columns of ``data.random_walk_pe``.
         channels (int): output size.
         raw_norm (bool): the batch norm on the raw encodings (GraphGPS: on for ZINC).
-    """
+
+      Example:
+          >>> import torch
+          >>> from graphformer.nn import RWSEEncoder
+          >>> encoder = RWSEEncoder(20, 8)              # walk length 20 -> 8 channels
+          >>> encoder(torch.rand(5, 20)).shape
+          torch.Size([5, 8])
+      """
     transform = "AddRandomWalkPE"
     attr = "random_walk_pe"
 
@@ -117,7 +132,14 @@ class LapPEEncoder(nn.Module):
     Args:
         k (int): the columns of ``data.laplacian_eigenvector_pe``.
         channels (int): output size.
-    """
+
+      Example:
+          >>> import torch
+          >>> from graphformer.nn import LapPEEncoder
+          >>> encoder = LapPEEncoder(4, 8)              # 4 eigenvectors -> 8 channels
+          >>> encoder(torch.randn(5, 4)).shape
+          torch.Size([5, 8])
+      """
     transform = "AddLaplacianEigenvectorPE"
     attr = "laplacian_eigenvector_pe"
 
