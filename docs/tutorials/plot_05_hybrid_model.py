@@ -56,7 +56,7 @@ print(data)
 
 model = HybridModel(in_channels=34, hidden_channels=32, out_channels=2, num_layers=2,
                     local="gcn", heads=4)
-print(model)
+print(f"HybridModel with {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 def fit(model, data, steps=100, lr=0.01):

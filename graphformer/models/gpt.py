@@ -6,6 +6,7 @@ update method and a splitting scheme, and :class:`GPT` itself.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,8 @@ from graphformer.graph import CausalGraph
 from graphformer.nn.conv import AttentionConv, DiffAttentionConv, FeedForward
 from graphformer.nn.dynamics import METHODS, SCHEMES, Oracle, Stack
 from graphformer.transforms.pause import pause_layout
+
+logger = logging.getLogger(__name__)
 
 ATTENTIONS = ("standard", "diff")
 VELOCITY_INITS = ("embedding", "zero")
@@ -151,7 +154,6 @@ class GPT(nn.Module):
           >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
           <torch._C.Generator object at ...>
           >>> model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32))
-          number of parameters: 0.03M
           >>> idx = torch.randint(0, 65, (2, 16))
           >>> logits, loss = model(idx, idx)               # nanoGPT's contract
           >>> logits.shape
@@ -193,7 +195,7 @@ class GPT(nn.Module):
             nn.init.normal_(self.pause, mean=0.0, std=0.02)
         self._graphs: Dict[Tuple, CausalGraph] = {}
         self._pause_layouts: Dict[Tuple, Tuple[Tensor, Tensor]] = {}
-        print(f"number of parameters: {self.get_num_params() / 1e6:.2f}M")
+        logger.info("number of parameters: %.2fM", self.get_num_params() / 1e6)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, PygLinear)):

@@ -225,6 +225,7 @@ class RayExecutor:
         self.workers = None if workers is None else check_workers(workers)
         self.device_type = device_type
         self.placement: Dict[str, Any] = {}  # what every row records, set on connecting
+        self.capacity = 1  # cells the cluster holds at once, set on connecting
 
     # ------------------------------------------------------------------ the cluster
     def connect(self):
@@ -243,6 +244,12 @@ class RayExecutor:
                 ray.shutdown()
             raise ExecutorError(f"the runs ask for {needs['num_gpus']:g} GPU each, but the Ray "
                                 f"cluster at {cluster} has no GPU (CUDA not found there)")
+        # at most as many cells at once as the cluster holds: a cell blocked in a Ray call
+        # (its progress messages) hands its CPU back, and Ray would start one more
+        fits = [resources.get("CPU", 0.0) / needs["num_cpus"]]
+        if needs["num_gpus"] > 0:
+            fits.append(resources["GPU"] / needs["num_gpus"])
+        self.capacity = max(1, int(min(fits) + 1e-9))
         self.placement = dict(
             executor=self.name, ray=ray.__version__, cluster=cluster,
             address=self.config.address or "local",
@@ -322,7 +329,8 @@ class RayExecutor:
                         report(key, value)
 
             while pending or running:
-                while pending and (self.workers is None or len(running) < self.workers):
+                limit = min(self.workers or self.capacity, self.capacity)
+                while pending and len(running) < limit:
                     key, payload = pending.pop(0)
                     running[task.remote(fn_ref, key, payload, board, threads)] = key
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
