@@ -93,6 +93,12 @@ class TreeNeighborsMatch(GeneratedDataset):
     :obj:`root_mask` and :obj:`root_index` (always 0); the fully-adjacent
     last layer of the paper adds an edge from every node to
     :obj:`root_index`, see :class:`graphformer.transforms.FullyAdjacentLastLayer`.
+
+    Example:
+        >>> from graphformer.datasets import TreeNeighborsMatch
+        >>> dataset = TreeNeighborsMatch(2)       # all 24 permutations x 4 query keys
+        >>> len(dataset), dataset.num_classes, dataset[0].num_nodes
+        (96, 4, 7)
     """
 
     def __init__(
@@ -307,7 +313,14 @@ _TRANSFER_DOC = r"""
 class RingTransfer(_GraphTransfer):
     __doc__ = r"""Ring transfer (Di Giovanni et al., 2023): a cycle of
     :math:`2r` nodes, read-out node 0, label node :math:`r` diametrically
-    opposite; two paths of length :math:`r` connect them.""" + _TRANSFER_DOC
+    opposite; two paths of length :math:`r` connect them.
+
+    Example:
+        >>> from graphformer.datasets import RingTransfer
+        >>> dataset = RingTransfer(3, num_graphs=10)
+        >>> dataset[0].num_nodes, dataset.num_classes     # a ring of 2r nodes, 5 classes
+        (6, 5)
+    """ + _TRANSFER_DOC
 
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance

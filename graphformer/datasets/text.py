@@ -55,6 +55,12 @@ class CharTokenizer:
 
     Args:
         chars (Sequence[str]): the vocabulary, one character per token id, no duplicates.
+
+    Example:
+        >>> from graphformer.datasets import CharTokenizer
+        >>> tok = CharTokenizer.from_text("hello world")
+        >>> tok.encode("hold"), tok.decode(tok.encode("hold"))
+        ([3, 5, 4, 1], 'hold')
     """
 
     def __init__(self, chars: Sequence[str]):
@@ -477,6 +483,13 @@ def load_corpus(data: str | os.PathLike | None = None, *, val_fraction: float = 
         seed (int): seed of the generated stories. (default: ``0``)
         num_chars (int, optional): size of the generated stories (default about 1 MB).
         tokenizer (CharTokenizer, optional): a saved vocabulary for a text corpus.
+
+    Example:
+        >>> from graphformer.datasets import load_corpus
+        >>> corpus = load_corpus(None, num_chars=20_000)   # the generated stories
+        >>> x, y = corpus.get_batch("train", 4, 16)
+        >>> x.shape, bool((x[:, 1:] == y[:, :-1]).all())
+        (torch.Size([4, 16]), True)
     """
     if data is None or str(data) == "stories":
         return TextCorpus.generated(num_chars, seed=seed, val_fraction=val_fraction,

@@ -150,18 +150,18 @@ class HybridModel(nn.Module):
         global_attention (bool): ``False`` drops the attention (the MPNN-only ablation).
         method_kwargs (dict, optional): for the update method.
 
-      Example:
-          >>> import torch
-          >>> from graphformer.models import HybridModel
-          >>> model = HybridModel([10], 32, 1, num_layers=2, local="gine", edge_dim=[3],
-          ...                     scheme="gps", readout="sum")
-          >>> x = torch.tensor([0, 1, 2, 3])                      # atom types
-          >>> edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
-          >>> edge_attr = torch.tensor([0, 0, 1, 1, 2, 2])        # bond types
-          >>> batch = torch.tensor([0, 0, 1, 1])                  # two graphs
-          >>> model(x, edge_index, batch, edge_attr=edge_attr).shape
-          torch.Size([2, 1])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.models import HybridModel
+        >>> model = HybridModel([10], 32, 1, num_layers=2, local="gine", edge_dim=[3],
+        ...                     scheme="gps", readout="sum")
+        >>> x = torch.tensor([0, 1, 2, 3])                      # atom types
+        >>> edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+        >>> edge_attr = torch.tensor([0, 0, 1, 1, 2, 2])        # bond types
+        >>> batch = torch.tensor([0, 0, 1, 1])                  # two graphs
+        >>> model(x, edge_index, batch, edge_attr=edge_attr).shape
+        torch.Size([2, 1])
+    """
 
     def __init__(self, in_channels: Union[int, Sequence[int]], hidden_channels: int,
                  out_channels: int, num_layers: int = 2,

@@ -148,19 +148,19 @@ class GPT(nn.Module):
     :class:`~graphformer.graph.CausalGraph`, a final LayerNorm, and a head tied to the
     token embedding. With ``method="gd"`` and ``scheme="lie_trotter"`` it is GPT-2.
 
-      Example:
-          >>> import torch
-          >>> from graphformer.models import GPT, GPTConfig
-          >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-          <torch._C.Generator object at ...>
-          >>> model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32))
-          >>> idx = torch.randint(0, 65, (2, 16))
-          >>> logits, loss = model(idx, idx)               # nanoGPT's contract
-          >>> logits.shape
-          torch.Size([2, 16, 65])
-          >>> model.generate(idx[:, :1], max_new_tokens=5).shape  # incremental (KV cache)
-          torch.Size([2, 6])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.models import GPT, GPTConfig
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32))
+        >>> idx = torch.randint(0, 65, (2, 16))
+        >>> logits, loss = model(idx, idx)               # nanoGPT's contract
+        >>> logits.shape
+        torch.Size([2, 16, 65])
+        >>> model.generate(idx[:, :1], max_new_tokens=5).shape  # incremental (KV cache)
+        torch.Size([2, 6])
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()

@@ -61,14 +61,14 @@ class GraphModel(nn.Module):
         readout (str): ``"node"`` (the nodes given by ``index`` in :meth:`forward`),
             ``"mean"``, ``"sum"`` or ``"max"`` pooling per graph.
 
-      Example:
-          >>> import torch
-          >>> from graphformer.models import GraphModel
-          >>> model = GraphModel.build("gcn", 8, 32, 3, num_layers=2, method="nesterov")
-          >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
-          >>> model(torch.randn(3, 8), edge_index).shape   # one prediction per node
-          torch.Size([3, 3])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.models import GraphModel
+        >>> model = GraphModel.build("gcn", 8, 32, 3, num_layers=2, method="nesterov")
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> model(torch.randn(3, 8), edge_index).shape   # one prediction per node
+        torch.Size([3, 3])
+    """
 
     def __init__(self, encoder: nn.Module, stack: Stack, head: nn.Module,
                  readout: str = "node") -> None:

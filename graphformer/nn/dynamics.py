@@ -239,6 +239,17 @@ class Nesterov(UpdateMethod):
         learn (iterable of str): which of ``"mu"``, ``"beta"``, ``"gamma"`` are learned;
             the others stay fixed at their values (which may then be 0 or 1 exactly).
         velocity_norm (bool): apply the LayerNorm :math:`\mathrm{LN}_v` to the velocity.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import AttentionConv, FeedForward, Oracle, Stack
+        >>> layers = [[Oracle(AttentionConv(32, 8, heads=4, root_weight=False), norm=nn.LayerNorm(32)),
+        ...            Oracle(FeedForward(32), norm=nn.LayerNorm(32))] for _ in range(2)]
+        >>> stack = Stack(layers, method="nesterov", channels=32)   # six scalars per layer
+        >>> stack(torch.randn(5, 32), CausalGraph.from_lengths([5])).shape
+        torch.Size([5, 32])
     """
     name = "nesterov"
     uses_velocity = True

@@ -29,13 +29,13 @@ class FeatureEmbedding(nn.Module):
     one embedding per column, :math:`\mathbf{h}_i = \sum_f \mathbf{E}_f[x_{if}]` (key plus
     value in Tree-NeighborsMatch; atom or bond type in ZINC).
 
-      Example:
-          >>> import torch
-          >>> from graphformer.nn import FeatureEmbedding
-          >>> embed = FeatureEmbedding([10, 4], 16)     # two integer columns, 10 and 4 values
-          >>> embed(torch.tensor([[3, 1], [9, 0]])).shape
-          torch.Size([2, 16])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.nn import FeatureEmbedding
+        >>> embed = FeatureEmbedding([10, 4], 16)     # two integer columns, 10 and 4 values
+        >>> embed(torch.tensor([[3, 1], [9, 0]])).shape
+        torch.Size([2, 16])
+    """
 
     def __init__(self, num_embeddings: Sequence[int], channels: int, name: str = "x") -> None:
         super().__init__()
@@ -87,13 +87,13 @@ class RWSEEncoder(nn.Module):
         channels (int): output size.
         raw_norm (bool): the batch norm on the raw encodings (GraphGPS: on for ZINC).
 
-      Example:
-          >>> import torch
-          >>> from graphformer.nn import RWSEEncoder
-          >>> encoder = RWSEEncoder(20, 8)              # walk length 20 -> 8 channels
-          >>> encoder(torch.rand(5, 20)).shape
-          torch.Size([5, 8])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.nn import RWSEEncoder
+        >>> encoder = RWSEEncoder(20, 8)              # walk length 20 -> 8 channels
+        >>> encoder(torch.rand(5, 20)).shape
+        torch.Size([5, 8])
+    """
     transform = "AddRandomWalkPE"
     attr = "random_walk_pe"
 
@@ -133,13 +133,13 @@ class LapPEEncoder(nn.Module):
         k (int): the columns of ``data.laplacian_eigenvector_pe``.
         channels (int): output size.
 
-      Example:
-          >>> import torch
-          >>> from graphformer.nn import LapPEEncoder
-          >>> encoder = LapPEEncoder(4, 8)              # 4 eigenvectors -> 8 channels
-          >>> encoder(torch.randn(5, 4)).shape
-          torch.Size([5, 8])
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer.nn import LapPEEncoder
+        >>> encoder = LapPEEncoder(4, 8)              # 4 eigenvectors -> 8 channels
+        >>> encoder(torch.randn(5, 4)).shape
+        torch.Size([5, 8])
+    """
     transform = "AddLaplacianEigenvectorPE"
     attr = "laplacian_eigenvector_pe"
 

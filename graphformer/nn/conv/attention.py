@@ -115,18 +115,18 @@ class AttentionConv(MessagePassing):
         **kwargs (optional): additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
-      Example:
-          >>> import torch
-          >>> from graphformer import CausalGraph
-          >>> from graphformer.nn import AttentionConv
-          >>> conv = AttentionConv(16, 8, heads=2)           # TransformerConv's arguments
-          >>> graph = CausalGraph.from_lengths([4, 3])       # two causal sequences
-          >>> x = torch.randn(graph.num_nodes, 16)
-          >>> conv(x, graph).shape                           # fused SDPA kernel
-          torch.Size([7, 16])
-          >>> torch.allclose(conv(x, graph), conv(x, graph.edge_index), atol=1e-5)  # any edge list
-          True
-      """
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn import AttentionConv
+        >>> conv = AttentionConv(16, 8, heads=2)           # TransformerConv's arguments
+        >>> graph = CausalGraph.from_lengths([4, 3])       # two causal sequences
+        >>> x = torch.randn(graph.num_nodes, 16)
+        >>> conv(x, graph).shape                           # fused SDPA kernel
+        torch.Size([7, 16])
+        >>> torch.allclose(conv(x, graph), conv(x, graph.edge_index), atol=1e-5)  # any edge list
+        True
+    """
 
     accepts_causal_graph = True
 

@@ -55,11 +55,11 @@ def build_conv(name: str, channels: int, **kwargs) -> nn.Module:
     attention layers; ``batch_norm=True`` gives ``"gin"`` the MLP of Xu et al.,
     Linear-BatchNorm-ReLU twice).
 
-      Example:
-          >>> from graphformer.nn import build_conv
-          >>> build_conv("attention", 32, heads=4)
-          AttentionConv(32, 8, heads=4)
-      """
+    Example:
+        >>> from graphformer.nn import build_conv
+        >>> build_conv("attention", 32, heads=4)
+        AttentionConv(32, 8, heads=4)
+    """
     if name not in CONVS:
         raise ValueError(f"unknown conv {name!r}; valid convs: {', '.join(CONVS)}")
     return CONVS[name](channels, **kwargs)
