@@ -15,6 +15,8 @@ graphformer's :class:`~graphformer.nn.Stack` runs any layers with any *update me
 steps and watch momentum accelerate it. Then we train a tiny GPT with each method.
 """
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import torch
 from torch_geometric.utils import scatter
@@ -103,7 +105,7 @@ plt.show()
 
 corpus = TextCorpus.generated(200_000, seed=0)
 print(corpus)
-print(repr(corpus.tokenizer.decode(corpus.data["train"][:160])))
+print(textwrap.fill(corpus.tokenizer.decode(corpus.data["train"][:160]), 80))
 
 run = TrainConfig(max_iters=150, batch_size=16, block_size=32, learning_rate=3e-3,
                   warmup_iters=15, eval_interval=25, eval_iters=8, log_interval=5,
@@ -158,4 +160,4 @@ for layer, dynamics in enumerate(nesterov.transformer.h.dynamics):
 
 torch.manual_seed(1)
 prompt = torch.tensor([corpus.tokenizer.encode("Once upon a time")])
-print(corpus.tokenizer.decode(nesterov.generate(prompt, 120, top_k=5)[0]))
+print(textwrap.fill(corpus.tokenizer.decode(nesterov.generate(prompt, 120, top_k=5)[0]), 80))
