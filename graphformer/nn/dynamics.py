@@ -54,7 +54,13 @@ class Scheme:
 class LieTrotter(Scheme):
     r"""One oracle after the other, :math:`e^{h(A+M)} \approx e^{hM} e^{hA}`: the
     standard GPT block (attention, then MLP). First order: one-step error
-    :math:`O(h^2)`."""
+    :math:`O(h^2)`.
+
+    Example:
+        >>> from graphformer.nn import LieTrotter
+        >>> LieTrotter().substeps(2)      # attention, then the MLP: (oracle, step size) pairs
+        [[(0, 1.0)], [(1, 1.0)]]
+    """
     name = "lie_trotter"
 
     def substeps(self, num_oracles: int) -> List[SubStep]:
@@ -66,7 +72,13 @@ class Strang(Scheme):
     (Macaron-style: half MLP, attention, half MLP, with the MLP's weights shared by the
     two halves). Second order: one-step error :math:`O(h^3)`. With oracles
     :math:`o_0, \dots, o_{n-1}` the sub-steps are half steps of :math:`o_{n-1}, \dots,
-    o_1`, a full step of :math:`o_0`, and the half steps back."""
+    o_1`, a full step of :math:`o_0`, and the half steps back.
+
+    Example:
+        >>> from graphformer.nn import Strang
+        >>> Strang().substeps(2)          # half MLP, attention, half MLP
+        [[(1, 0.5)], [(0, 1.0)], [(1, 0.5)]]
+    """
     name = "strang"
 
     def substeps(self, num_oracles: int) -> List[SubStep]:
@@ -76,7 +88,13 @@ class Strang(Scheme):
 
 class Euler(Scheme):
     r"""All oracles evaluated at the same point and summed,
-    :math:`x \leftarrow x + h(A(x) + M(x))`: the parallel block (GPT-J, PaLM)."""
+    :math:`x \leftarrow x + h(A(x) + M(x))`: the parallel block (GPT-J, PaLM).
+
+    Example:
+        >>> from graphformer.nn import Euler
+        >>> Euler().substeps(2)           # both oracles from the same point
+        [[(0, 1.0), (1, 1.0)]]
+    """
     name = "euler"
 
     def substeps(self, num_oracles: int) -> List[SubStep]:
@@ -90,7 +108,13 @@ class GPS(Scheme):
     :math:`x \leftarrow x + h(L(x) + A(x))`, then :math:`x \leftarrow x + hM(x)`.
     With post-norm oracles (:class:`Oracle`'s ``post_norm``) and gradient descent this is
     PyG's :class:`~torch_geometric.nn.conv.GPSConv` exactly. One oracle alone is one
-    step."""
+    step.
+
+    Example:
+        >>> from graphformer.nn.dynamics import GPS
+        >>> GPS().substeps(3)             # local + global summed, then the MLP
+        [[(0, 1.0), (1, 1.0)], [(2, 1.0)]]
+    """
     name = "gps"
 
     def substeps(self, num_oracles: int) -> List[SubStep]:
@@ -183,6 +207,14 @@ class GradientDescent(UpdateMethod):
     r"""Plain gradient descent, the ordinary residual stream:
 
     .. math:: x \leftarrow x + d(x).
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn import GradientDescent
+        >>> x, v = GradientDescent(1, 4).step(0, torch.ones(2, 4), None, lambda x: 2 * x)
+        >>> x                             # x + d(x)
+        tensor([[3., 3., 3., 3.],
+                [3., 3., 3., 3.]])
     """
     name = "gd"
 
@@ -201,6 +233,13 @@ class Replace(UpdateMethod):
     A plain, non-residual stack, e.g. Alon & Yahav's GGNN, whose GRU gates its own
     update. It is no optimizer step, so it is not in :data:`METHODS`;
     :meth:`~graphformer.models.GraphModel.build` uses it for ``block="plain"``.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn import Replace
+        >>> x, v = Replace(1, 4).step(0, torch.ones(1, 4), None, lambda x: 2 * x)
+        >>> x                             # d(x), no residual
+        tensor([[2., 2., 2., 2.]])
     """
     name = "replace"
 
@@ -315,6 +354,15 @@ class HeavyBall(Nesterov):
     .. math::
         v \leftarrow \mathrm{LN}_v\big(\beta_s v + \gamma_s\, d(x)\big), \qquad
         x \leftarrow x + v.
+
+    Example:
+        >>> import torch
+        >>> from torch_geometric.nn import GCNConv
+        >>> from graphformer.nn import Oracle, Stack
+        >>> stack = Stack([[Oracle(GCNConv(8, 8))] for _ in range(3)], method="heavyball", channels=8)
+        >>> edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> stack(torch.randn(3, 8), edge_index).shape
+        torch.Size([3, 8])
     """
     name = "heavyball"
 
