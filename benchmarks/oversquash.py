@@ -31,7 +31,8 @@ import torch
 from graphformer.device import resolve_device
 from graphformer.studies import oversquash as study
 from graphformer.studies import report, transfer
-from graphformer.studies.graph_tasks import PUBLISHED_TREE, profile_steps, profile_table
+from graphformer.studies.graph_tasks import (FAST_WEIGHT_DECAY, PUBLISHED_TREE, profile_steps,
+                                            profile_table)
 from graphformer.studies.executor import (ExecutorError, RayConfig, RayExecutor, check_workers,
                                           default_workers)
 from graphformer.studies.store import ResultStore, ResultsCorrupted, write_atomic
@@ -69,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     add("--max-steps", type=int, help="trees: a step budget in place of the epoch budget")
     add("--max-epochs", type=int, help="trees: the epoch budget")
     add("--batch-size", type=int, help="trees: one batch size at every depth")
-    add("--weight-decay", type=float, help="trees: decoupled weight decay (default 0.03)")
+    add("--weight-decay", type=float,
+        help=f"trees: decoupled weight decay (default {FAST_WEIGHT_DECAY})")
     add("--patience", type=int, help="trees: evaluations without a gain before a stop")
     add("--max-graphs", type=int, help="trees: cap on graphs per data set")
     add("--fully-adjacent", action="store_true", help="every tree run with that last layer")
