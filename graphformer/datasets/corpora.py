@@ -30,6 +30,12 @@ class PublicCorpus:
         sha256 (str): the SHA-256 of the file, hex.
         num_bytes (int): its size, checked before the hash.
         filename (str): the file written into the output folder.
+
+    Example:
+        >>> from graphformer.datasets import CORPORA
+        >>> corpus = CORPORA["tinyshakespeare"]      # what prepare_corpus checks it against
+        >>> corpus.filename, corpus.num_bytes, corpus.sha256[:12]
+        ('tinyshakespeare.txt', 1115394, '86c4e6aa9db7')
     """
     name: str
     url: str

@@ -313,14 +313,13 @@ _TRANSFER_DOC = r"""
 class RingTransfer(_GraphTransfer):
     __doc__ = r"""Ring transfer (Di Giovanni et al., 2023): a cycle of
     :math:`2r` nodes, read-out node 0, label node :math:`r` diametrically
-    opposite; two paths of length :math:`r` connect them.
-
+    opposite; two paths of length :math:`r` connect them.""" + _TRANSFER_DOC + r"""
     Example:
         >>> from graphformer.datasets import RingTransfer
         >>> dataset = RingTransfer(3, num_graphs=10)
         >>> dataset[0].num_nodes, dataset.num_classes     # a ring of 2r nodes, 5 classes
         (6, 5)
-    """ + _TRANSFER_DOC
+    """
 
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
@@ -338,7 +337,15 @@ class CrossedRingTransfer(_GraphTransfer):
     among them kept once), the construction of the paper's code. Every new
     edge joins nodes whose distance to node 0 differs by one, so the
     distance stays :math:`r` while the number of paths and the commute time
-    improve.""" + _TRANSFER_DOC
+    improve.""" + _TRANSFER_DOC + r"""
+    Example:
+        >>> from graphformer.datasets import CrossedRingTransfer
+        >>> dataset = CrossedRingTransfer(3, num_graphs=10)
+        >>> dataset
+        CrossedRingTransfer(distance=3, num_graphs=10, num_classes=5)
+        >>> dataset[0].num_nodes, dataset[0].num_edges  # ring 12, crossing 4, duplicates 4
+        (6, 20)
+    """
 
     def _topology(self) -> Tuple[int, Tensor, int, int]:
         r = self.distance
@@ -365,6 +372,13 @@ class CliquePathTransfer(_GraphTransfer):
     path. The high commute time makes this the hardest of the three
     tasks.""" + _TRANSFER_DOC + r"""        clique_size (int, optional): Clique
             size :math:`c \geq 2`; :math:`\max(2, r-1)` when :obj:`None`.
+
+    Example:
+        >>> from graphformer.datasets import CliquePathTransfer
+        >>> dataset = CliquePathTransfer(4, num_graphs=10)    # clique of max(2, r-1) = 3
+        >>> data = dataset[0]
+        >>> dataset.clique_size, data.num_nodes, int(data.label_node_index)
+        (3, 6, 5)
 """
 
     def __init__(

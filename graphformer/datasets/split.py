@@ -31,6 +31,14 @@ def stratified_split(
 
     Returns:
         (train_idx, test_idx), two :obj:`LongTensor` index vectors.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.datasets import stratified_split
+        >>> y = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+        >>> train_idx, test_idx = stratified_split(y, test_fraction=0.2, seed=0)
+        >>> len(train_idx), len(test_idx), y[test_idx].sort().values  # one of each class
+        (8, 2, tensor([0, 1]))
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a Tensor of labels, got {type(y).__name__}")

@@ -179,6 +179,14 @@ def generate_stories(num_chars: int | None = None, *, num_stories: int | None = 
             many characters. Defaults to 1,000,000 when ``num_stories`` is not given.
         num_stories (int, optional): generate exactly this many stories instead.
         seed (int): the same seed gives the same text. (default: ``0``)
+
+    Example:
+        >>> from graphformer.datasets import generate_stories
+        >>> text = generate_stories(num_stories=2, seed=0)
+        >>> text[:44]
+        'Once upon a time, there was a curious boy na'
+        >>> len(text.split("\n\n")), text == generate_stories(num_stories=2, seed=0)
+        (2, True)
     """
     if num_chars is not None and num_stories is not None:
         raise ValueError("give num_chars or num_stories, not both")

@@ -169,6 +169,12 @@ class Corpus:
 
     Subclasses set :attr:`vocab_size`, :attr:`tokenizer` (or ``None``), :attr:`name`, and
     implement :meth:`num_tokens` and :meth:`_windows`.
+
+    Example:
+        >>> from graphformer.datasets import Corpus, TextCorpus
+        >>> corpus = TextCorpus("to be or not to be", val_fraction=0.25)
+        >>> isinstance(corpus, Corpus), corpus.describe()
+        (True, {'name': 'text', 'vocab_size': 7, 'train_tokens': 13, 'val_tokens': 5})
     """
 
     SPLITS = ("train", "val")
@@ -301,6 +307,16 @@ class TextCorpus(Corpus):
             gives the windows document ids for the document rule of
             :class:`~graphformer.graph.CausalGraph`.
         name (str): a name for messages and logs. (default: ``"text"``)
+
+    Example:
+        >>> import torch
+        >>> from graphformer.datasets import TextCorpus
+        >>> corpus = TextCorpus("hello world, hello graph", val_fraction=0.25)
+        >>> corpus
+        TextCorpus('text', vocab_size=12, train=18, val=6)
+        >>> x, y = corpus.get_batch("train", 2, 4, torch.Generator().manual_seed(0))
+        >>> corpus.tokenizer.decode(x[0]), corpus.tokenizer.decode(y[0])  # y: x one ahead
+        ('o wo', ' wor')
     """
 
     def __init__(self, text: str, val_fraction: float = 0.1,
@@ -377,6 +393,20 @@ class BinCorpus(Corpus):
         vocab_size (int, optional): the vocabulary size when the folder has no meta file.
         eot_token (int, optional): the token that ends a document (e.g. 50256 for GPT-2);
             gives the windows document ids.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from graphformer.datasets import BinCorpus
+        >>> root = Path(tempfile.mkdtemp()) / "counting"
+        >>> root.mkdir()
+        >>> np.arange(100, dtype=np.uint16).tofile(root / "train.bin")  # token ids 0..99
+        >>> np.arange(20, dtype=np.uint16).tofile(root / "val.bin")
+        >>> corpus = BinCorpus(root, vocab_size=100)
+        >>> x, y = corpus.get_batch("val", 3, 8)
+        >>> corpus, bool((y == x + 1).all())
+        (BinCorpus('counting', vocab_size=100, train=100, val=20), True)
     """
 
     def __init__(self, root: str | os.PathLike, vocab_size: int | None = None,

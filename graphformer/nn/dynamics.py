@@ -41,7 +41,20 @@ SubStep = List[Tuple[int, float]]
 
 # ---------------------------------------------------------------------- splitting schemes
 class Scheme:
-    r"""A splitting scheme: the sub-steps of one layer over its ``n`` oracles."""
+    r"""A splitting scheme: the sub-steps of one layer over its ``n`` oracles.
+
+    A sub-step is a list of ``(oracle index, step size)`` pairs evaluated at the same point
+    and summed; a subclass sets :attr:`name` and implements :meth:`substeps`.
+
+    Example:
+        >>> from graphformer.nn.dynamics import Scheme
+        >>> class HalfSteps(Scheme):          # every oracle, one after the other, h = 1/2
+        ...     name = "half"
+        ...     def substeps(self, num_oracles):
+        ...         return [[(i, 0.5)] for i in range(num_oracles)]
+        >>> HalfSteps().substeps(2)
+        [[(0, 0.5)], [(1, 0.5)]]
+    """
     name = "scheme"
 
     def substeps(self, num_oracles: int) -> List[SubStep]:
@@ -127,7 +140,15 @@ SCHEMES: Dict[str, Type[Scheme]] = {c.name: c for c in (LieTrotter, Strang, Eule
 
 
 def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
-    r"""A :class:`Scheme` from its name (``"lie_trotter"``, ``"strang"``, ``"euler"``)."""
+    r"""A :class:`Scheme` from its name (``"lie_trotter"``, ``"strang"``, ``"euler"``,
+    ``"gps"``); a :class:`Scheme` is returned as it is.
+
+    Example:
+        >>> from graphformer.nn.dynamics import resolve_scheme
+        >>> scheme = resolve_scheme("strang")
+        >>> scheme, scheme.substeps(2)
+        (Strang(), [[(1, 0.5)], [(0, 1.0)], [(1, 0.5)]])
+    """
     if isinstance(scheme, Scheme):
         return scheme
     if scheme not in SCHEMES:
@@ -184,7 +205,23 @@ def _inverse_softplus(y: float) -> float:
 class UpdateMethod(nn.Module):
     r"""One layer's update rule. :meth:`step` performs sub-step ``k``: given the state
     ``(x, v)`` and ``direction`` (a function of the point where the oracles look), it
-    returns the new ``(x, v)``."""
+    returns the new ``(x, v)``.
+
+    Args:
+        num_substeps (int): sub-steps per layer (from the :class:`Scheme`).
+        channels (int): width of the state.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.dynamics import UpdateMethod
+        >>> class Damped(UpdateMethod):       # x <- x + d(x) / 2
+        ...     name = "damped"
+        ...     def step(self, k, x, v, direction, coefficients=None):
+        ...         return x + 0.5 * direction(x), v
+        >>> x, v = Damped(1, 4).step(0, torch.ones(1, 4), None, lambda x: 2 * x)
+        >>> x
+        tensor([[2., 2., 2., 2.]])
+    """
     name = "method"
     uses_velocity = False
 
@@ -380,7 +417,14 @@ METHODS: Dict[str, Type[UpdateMethod]] = {c.name: c for c in (GradientDescent, H
 
 
 def resolve_method(method: Union[str, Type[UpdateMethod]]) -> Type[UpdateMethod]:
-    r"""An update-method class from its name (``"gd"``, ``"heavyball"``, ``"nesterov"``)."""
+    r"""An update-method class from its name (``"gd"``, ``"heavyball"``, ``"nesterov"``);
+    an :class:`UpdateMethod` subclass is returned as it is.
+
+    Example:
+        >>> from graphformer.nn.dynamics import resolve_method
+        >>> resolve_method("nesterov").__name__, resolve_method("gd").__name__
+        ('Nesterov', 'GradientDescent')
+    """
     if isinstance(method, type) and issubclass(method, UpdateMethod):
         return method
     if method not in METHODS:
