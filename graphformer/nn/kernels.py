@@ -71,7 +71,16 @@ def edge_scores(q: Tensor, k: Tensor, edge_index: Tensor,
                 edge_kv: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
     r"""Scores :math:`\mathbf{q}_i^\top(\mathbf{k}_j + \mathbf{e}_{ij})/\sqrt{d} + b_{ij}`
     per edge and head, ``[E, H]`` (``edge_kv`` ``[E, H, d]`` and ``bias`` ``[E, H]``
-    optional)."""
+    optional).
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.kernels import edge_scores
+        >>> edge_index = torch.tensor([[0, 1, 1], [1, 0, 1]])   # 0->1, 1->0, 1->1
+        >>> q = k = torch.ones(2, 1, 4)                        # 2 nodes, 1 head, d = 4
+        >>> edge_scores(q, k, edge_index).view(-1)             # 4 / sqrt(4) per edge
+        tensor([2., 2., 2.])
+    """
     src, dst = edge_index[0], edge_index[1]
     kj = k.index_select(0, src)
     if edge_kv is not None:
@@ -94,7 +103,18 @@ def edge_attention_reference(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor
     ``edge_kv`` ``[E, H, d]`` is added to the key and to the value of each message and
     ``bias`` ``[E, H]`` to its score; returns ``[N_dst, H, d]`` (and the attention
     weights ``[E, H]`` when ``return_weights``). :func:`edge_attention` computes the same
-    with far less memory; this one is the reference the tests hold it to."""
+    with far less memory; this one is the reference the tests hold it to.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.kernels import edge_attention_reference
+        >>> edge_index = torch.tensor([[0, 1, 1], [1, 0, 1]])   # 0->1, 1->0, 1->1
+        >>> q = k = torch.ones(2, 1, 4)
+        >>> v = torch.arange(8.).view(2, 1, 4)
+        >>> out, weights = edge_attention_reference(q, k, v, edge_index, return_weights=True)
+        >>> out[1, 0], weights.view(-1)        # node 1 averages the values of 0 and 1
+        (tensor([2., 3., 4., 5.]), tensor([0.5000, 1.0000, 0.5000]))
+    """
     num_nodes = q.size(0)
     src, dst = edge_index[0], edge_index[1]
     alpha = softmax(edge_scores(q, k, edge_index, edge_kv, bias), dst, num_nodes=num_nodes)
@@ -262,7 +282,19 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     one thread, 32 MiB with more: see :data:`CHUNK_BYTES`).
     Under ``torch.compile`` and with ``return_weights`` it runs the reference (whose ops
     the compiler fuses itself). Its backward is not differentiable again: double
-    backward raises an error, use :func:`edge_attention_reference` for that."""
+    backward raises an error, use :func:`edge_attention_reference` for that.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.kernels import edge_attention, edge_attention_reference
+        >>> edge_index = torch.tensor([[0, 1, 1], [1, 0, 1]])   # 0->1, 1->0, 1->1
+        >>> q = k = torch.ones(2, 1, 4)
+        >>> v = torch.arange(8.).view(2, 1, 4)
+        >>> out = edge_attention(q, k, v, edge_index)
+        >>> out[:, 0], torch.equal(out, edge_attention_reference(q, k, v, edge_index))
+        (tensor([[4., 5., 6., 7.],
+                [2., 3., 4., 5.]]), True)
+    """
     extra = [t for t in (edge_kv, bias) if t is not None]
     if (return_weights or torch.compiler.is_compiling()
             or any(t.dtype != q.dtype for t in [k, v, *extra])):
@@ -314,7 +346,19 @@ def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
 def dense_bias(graph: CausalGraph, bias: Tensor, edge_index: Tensor) -> Tensor:
     r"""The per-edge ``bias`` ``[E, H]`` (rows in the order of ``edge_index``) on the
     padded layout, ``[B, H, T, T]``, 0 at every pair that is not an edge. Autograd
-    carries the gradient back to ``bias``."""
+    carries the gradient back to ``bias``.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn.kernels import dense_bias
+        >>> graph = CausalGraph.from_lengths([2, 3])
+        >>> bias = torch.ones(graph.num_edges, 1)              # one head
+        >>> dense_bias(graph, bias, graph.edge_index)[1, 0]    # sequence 1: causal pairs
+        tensor([[1., 0., 0.],
+                [1., 1., 0.],
+                [1., 1., 1.]])
+    """
     B, T, H = graph.num_sequences, graph.max_length, bias.size(1)
     out = bias.new_zeros(B * T * T, H)
     out = out.index_put((graph.pair_index(edge_index),), bias, accumulate=True)
@@ -327,7 +371,18 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
     r"""Fused SDPA on the padded layout: ``is_causal`` when the graph is dense causal,
     a boolean mask otherwise, a float mask (``-inf`` off the graph, the bias on it) when
     a per-edge score ``bias`` ``[E, H]`` is given (rows in the order of ``edge_index``,
-    by default ``graph.edge_index``). ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``."""
+    by default ``graph.edge_index``). ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn.kernels import edge_attention, sdpa_attention
+        >>> graph = CausalGraph.from_lengths([2, 3])           # 5 nodes, 2 sequences
+        >>> q, k, v = torch.randn(3, 5, 2, 4).unbind(0)        # [N, H, d] each
+        >>> out = sdpa_attention(q, k, v, graph)
+        >>> out.shape, torch.allclose(out, edge_attention(q, k, v, graph.edge_index), atol=1e-6)
+        (torch.Size([5, 2, 4]), True)
+    """
     p = dropout if training else 0.0
     qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
     # Right padding never leaks into real rows under the causal rule (padded keys come
@@ -397,7 +452,18 @@ def choose_kernel(graph: Union[Tensor, CausalGraph], device: torch.device,
     which one can. With ``reason=True``, returns ``(kernel, why)``.
 
     Only the edge-wise kernel carries edge features (``edge_features``) and bipartite
-    graphs; every kernel carries an additive score bias."""
+    graphs; every kernel carries an additive score bias.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn.kernels import choose_kernel
+        >>> graph, cpu = CausalGraph.from_lengths([2, 3]), torch.device("cpu")
+        >>> choose_kernel(graph, cpu), choose_kernel(graph, cpu, edge_features=True)
+        ('sdpa', 'edge')
+        >>> choose_kernel(graph.edge_index, cpu, reason=True)[1]
+        'a plain edge_index has no sequences (pass a CausalGraph or batch= for the fused kernels)'
+    """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     is_graph = isinstance(graph, CausalGraph)
@@ -452,7 +518,14 @@ def all_finite(*tensors: Optional[Tensor]) -> bool:
     r"""``True`` when no tensor holds a NaN or an infinity, read from one fp32 sum per
     tensor (a NaN or an infinity makes the sum non-finite): one pass without a boolean
     temporary, 20x cheaper than ``isfinite(t).all()`` on CPU. A finite tensor whose sum
-    overflows fp32 also reads as not finite, which only costs the exact fallback."""
+    overflows fp32 also reads as not finite, which only costs the exact fallback.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.kernels import all_finite
+        >>> all_finite(torch.ones(3), None), all_finite(torch.tensor([1.0, float("nan")]))
+        (True, False)
+    """
     total = None
     for t in tensors:
         if t is not None:
@@ -464,7 +537,17 @@ def all_finite(*tensors: Optional[Tensor]) -> bool:
 def quarantine(k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Without a host sync (for ``torch.compile``): ``k`` and ``v`` with every key row
     and head that holds a NaN or an infinity set to 0, and the ``[N, H]`` indicator of
-    those (key, head) pairs."""
+    those (key, head) pairs.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.kernels import quarantine
+        >>> k = torch.ones(3, 1, 2)
+        >>> k[1, 0, 0] = float("nan")                          # key 1 is bad in head 0
+        >>> k, v, bad = quarantine(k, torch.ones(3, 1, 2))
+        >>> k[1], bad.view(-1)
+        (tensor([[0., 0.]]), tensor([False,  True, False]))
+    """
     bad = ~(torch.isfinite(k).all(-1) & torch.isfinite(v).all(-1))
     zero = torch.zeros((), dtype=k.dtype, device=k.device)
     keep = ~bad.unsqueeze(-1)
@@ -474,7 +557,16 @@ def quarantine(k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 def sees(graph: CausalGraph, bad: Tensor) -> Tensor:
     r"""``[N, H]``: whether node ``i`` has an edge from a node ``j`` with ``bad[j, h]``
     (a cumulative sum along each sequence for dense causal graphs, a ``[B, T, T]`` mask
-    product otherwise)."""
+    product otherwise).
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn.kernels import sees
+        >>> graph = CausalGraph.from_lengths([3])              # 0 -> 1 -> 2, causal
+        >>> sees(graph, torch.tensor([[False], [True], [False]])).view(-1)
+        tensor([False,  True,  True])
+    """
     badp = graph.to_padded(bad.to(torch.float32))  # [B, T, H], 0 in padding
     if graph.is_dense:
         count = badp.cumsum(1) if graph.causal else badp.sum(1, keepdim=True).expand_as(badp)
@@ -507,7 +599,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: Union[Tensor, CausalGraph]
     thread, against about 30 ms for the layer's step) sends non-finite inputs to
     the edge-wise kernel, which only ever reads the edges of the graph. Under
     ``torch.compile`` the check would break the graph: there, bad keys and values are
-    zeroed and every row that sees one, or whose own query is bad, is NaN in that head."""
+    zeroed and every row that sees one, or whose own query is bad, is NaN in that head.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.nn.kernels import attention
+        >>> graph = CausalGraph.from_lengths([2, 3])           # 5 nodes, 2 sequences
+        >>> q, k, v = torch.randn(3, 5, 2, 4).unbind(0)        # [N, H, d]: 2 heads of 4
+        >>> out = attention(q, k, v, graph)                    # "auto": SDPA here
+        >>> out.shape, torch.allclose(out, attention(q, k, v, graph, "edge"), atol=1e-6)
+        (torch.Size([5, 2, 4]), True)
+    """
     bipartite = bipartite or k.size(0) != q.size(0)
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, edge_kv, bias) if t is not None)
