@@ -66,7 +66,8 @@ else:  # no MOSES: a few molecules by hand, with RDKit
 
 mol = train[0]
 print(mol.smiles)
-print("atoms:", [ATOM_TYPES[t] if t < len(ATOM_TYPES) else "other" for t in mol.x.tolist()])
+print("first atoms:", [ATOM_TYPES[t] if t < len(ATOM_TYPES) else "other"
+                       for t in mol.x[:12].tolist()])
 print("bond types:", mol.edge_attr[::2].tolist())
 print(f"penalised logP: {float(mol.y):.3f}; RWSE of atom 0: "
       f"{[round(p, 3) for p in mol.random_walk_pe[0].tolist()]}")
@@ -151,4 +152,5 @@ print(f"{everyone.num_edges} attention edges for {batch.num_nodes} atoms; larges
 # %%
 # The study ``python benchmarks/molecules.py`` trains this model against the same
 # architecture on PyG's ``GPSConv``, GINE alone and a Nesterov variant on the full
-# 10k/1k/1k set; its results are on the page "Results: GraphGPS on molecules".
+# 10k/1k/1k set; its results are on the :doc:`molecules results page
+# <../results_molecules>`.

@@ -229,6 +229,8 @@ class MolecularRegression(InMemoryDataset):
             ``random_walk_pe`` (PyG's :class:`AddRandomWalkPE`; 0: none). GraphGPS on
             ZINC: 20.
         transform (callable, optional): PyG's per-access transform.
+        progress (bool): show a progress bar (and PyG's "Processing..." lines) while
+            building. (default: ``False``)
 
     Attributes:
         skipped (int): SMILES that RDKit could not parse (skipped when building).
@@ -252,7 +254,7 @@ class MolecularRegression(InMemoryDataset):
             raise ValueError(f"sizes must be three positive split sizes, got {sizes}")
         self.sizes, self.seed, self.walk_length = sizes, int(seed), int(walk_length)
         self.progress = progress
-        super().__init__(root, transform)
+        super().__init__(root, transform, log=progress)
         self.load(self.processed_paths[SPLITS.index(split)])
         with open(self.processed_paths[3]) as f:
             self.info = json.load(f)
