@@ -48,9 +48,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Where the Shakespeare text may be: beside the project (``../shared``, as everywhere in
-#: the project) or inside the checkout (``shared/``, as the device machine receives it).
-DATA_CANDIDATES = ("../shared/data/tinyshakespeare.txt", "shared/data/tinyshakespeare.txt")
+#: Where the Shakespeare text may be: where ``benchmarks/prepare.py tinyshakespeare`` puts
+#: it (``data/``), beside the project (``../shared``, as everywhere in the project) or
+#: inside the checkout (``shared/``, as the device machine receives it).
+DATA_CANDIDATES = ("data/tinyshakespeare.txt", "../shared/data/tinyshakespeare.txt",
+                   "shared/data/tinyshakespeare.txt")
 #: nanoGPT's ``config/train_shakespeare_char.py`` on a GPU.
 NANOGPT_GPU = ["--n_layer", "6", "--n_head", "6", "--n_embd", "384", "--block_size", "256",
                "--batch_size", "64", "--dropout", "0.2", "--lr", "1e-3", "--min_lr", "1e-4",

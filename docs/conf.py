@@ -71,6 +71,7 @@ html_theme_options = {
 }
 # no left navigation where the page needs the width (code, wide tables, the landing page)
 html_sidebars = {"index": [], "install": [], "results": [], "results_*": [], "api": [], "gpu": [],
+                 "cluster": [],
                  "auto_examples/*": [], "gen_modules/api/*": []}
 html_show_sourcelink = False
 
