@@ -13,6 +13,11 @@ def warmup_cosine(step: int, total: int, warmup_steps: int, min_ratio: float = 0
         f(t) = \begin{cases} (t + 1) / w & t < w \\
         m + \tfrac12 (1 + \cos \pi r) (1 - m), \ r = \min\!\big(1, \tfrac{t - w}{T - w}\big)
         & t \ge w \end{cases}
+
+    Example:
+        >>> from graphformer.schedule import warmup_cosine
+        >>> [round(warmup_cosine(t, total=100, warmup_steps=10), 3) for t in (0, 9, 55, 100)]
+        [0.1, 1.0, 0.5, 0.0]
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps

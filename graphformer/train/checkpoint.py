@@ -32,7 +32,17 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     r"""Write :obj:`state` with :func:`torch.save` atomically: a temporary file in the same
     folder, flushed to disk, then renamed over :obj:`path`. A crash leaves either the old file
     or the new one, never a torn one; a full disk raises ``OSError(ENOSPC)`` naming
-    :obj:`path`, with the old file intact."""
+    :obj:`path`, with the old file intact.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from graphformer.train import load_checkpoint, save_checkpoint
+        >>> path = Path(tempfile.mkdtemp()) / "ckpt.pt"
+        >>> save_checkpoint({"iter_num": 3, "best_val_loss": 1.9}, path)
+        >>> load_checkpoint(path)
+        {'iter_num': 3, 'best_val_loss': 1.9}
+    """
     atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
@@ -53,7 +63,16 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, iter_nu
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    r"""Read a checkpoint written by :func:`train` (tensors and plain Python objects only)."""
+    r"""Read a checkpoint written by :func:`train` (tensors and plain Python objects only).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from graphformer.train import load_checkpoint
+        >>> load_checkpoint(Path(tempfile.mkdtemp()) / "ckpt.pt")    # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        FileNotFoundError: .../ckpt.pt: no checkpoint to resume from
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")

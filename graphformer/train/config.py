@@ -77,6 +77,15 @@ class TrainConfig:
         progress (bool): show a tqdm bar (process 0 only).
         peak_flops (float, optional): peak FLOP/s of one device, to log the model FLOPs
             utilisation (e.g. ``989e12`` for an H100 in bf16).
+
+    Example:
+        >>> from graphformer.train import TrainConfig
+        >>> config = TrainConfig(max_iters=100, warmup_iters=10)  # nanoGPT's char defaults
+        >>> config.tokens_per_iter, config.resolved().min_lr      # 12 x 64; learning_rate / 10
+        (768, 0.0001)
+        >>> TrainConfig(beta2=1.0)
+        Traceback (most recent call last):
+        ValueError: TrainConfig.beta2 must be in [0, 1), got 1.0
     """
 
     max_iters: int = 2000

@@ -19,7 +19,19 @@ def estimate_loss(model: nn.Module, corpus: Corpus, split: str = "val", *, eval_
                   world_size: int = 1) -> float:
     r"""Mean loss over :obj:`eval_iters` random batches of a split, drawn from a generator
     seeded with :obj:`seed` (the same batches at every call). With several processes, each
-    evaluates its rows of every batch and the means are averaged."""
+    evaluates its rows of every batch and the means are averaged.
+
+    Example:
+        >>> import math
+        >>> from graphformer.datasets import TextCorpus
+        >>> from graphformer.models import GPT, GPTConfig
+        >>> from graphformer.train import estimate_loss
+        >>> corpus = TextCorpus("abcdefghij" * 20)                # 10 characters
+        >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16))
+        >>> loss = estimate_loss(model, corpus, eval_iters=2, batch_size=4, block_size=8)
+        >>> abs(loss - math.log(10)) < 0.5                        # untrained: about ln 10
+        True
+    """
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)

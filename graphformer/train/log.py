@@ -68,7 +68,13 @@ def show(bar: Any, train_loss: float, val_loss: float,
 def flops_per_token(num_params: int, n_layer: int, n_head: int, n_embd: int,
                     block_size: int) -> float:
     r"""Training FLOPs per token of a GPT (PaLM appendix B, as nanoGPT's ``estimate_mfu``):
-    :math:`6N + 12 L H Q T` with :math:`Q = d / H`."""
+    :math:`6N + 12 L H Q T` with :math:`Q = d / H`.
+
+    Example:
+        >>> from graphformer.train import flops_per_token
+        >>> flops_per_token(800_000, n_layer=4, n_head=4, n_embd=128, block_size=64)
+        5193216
+    """
     return 6 * num_params + 12 * n_layer * n_head * (n_embd // n_head) * block_size
 
 

@@ -56,6 +56,21 @@ def train(model: nn.Module, corpus: Corpus, config: TrainConfig | None = None, *
     Raises:
         TrainingInterrupted: a SIGTERM or a Ctrl-C stopped the run between two steps; the
             last checkpoint is kept and ``resume=True`` continues from it.
+
+    Example:
+        >>> from graphformer.datasets import TextCorpus
+        >>> from graphformer.models import GPT, GPTConfig
+        >>> from graphformer.train import TrainConfig, train
+        >>> corpus = TextCorpus.generated(20_000, seed=0)
+        >>> model = GPT(GPTConfig(vocab_size=corpus.vocab_size, block_size=16, n_layer=1,
+        ...                       n_head=2, n_embd=16))
+        >>> config = TrainConfig(max_iters=10, batch_size=4, block_size=16, warmup_iters=2,
+        ...                      eval_interval=5, eval_iters=2, out_dir=None, progress=False)
+        >>> result = train(model, corpus, config)               # out_dir=None: writes nothing
+        >>> result.iters, result.num_params
+        (10, 4400)
+        >>> [h["iter"] for h in result.history if h["event"] == "eval"]  # the evaluations
+        [0, 5, 10]
     """
     config = config if config is not None else TrainConfig()
     if not isinstance(config, TrainConfig):

@@ -14,7 +14,15 @@ def is_dynamics_scalar(name: str) -> bool:
     r"""Whether a qualified parameter name is one of the dynamics' learned scalars
     (``mu``, ``beta``, ``gamma`` of :class:`~graphformer.nn.Nesterov` and
     :class:`~graphformer.nn.HeavyBall`, stored as ``*_raw``); the velocity LayerNorms
-    under ``.dynamics.`` are ordinary norms."""
+    under ``.dynamics.`` are ordinary norms.
+
+    Example:
+        >>> from graphformer.train import is_dynamics_scalar
+        >>> is_dynamics_scalar("transformer.h.dynamics.0.mu_raw")
+        True
+        >>> is_dynamics_scalar("transformer.h.0.attn.c_attn.weight")
+        False
+    """
     in_dynamics = name.startswith("dynamics.") or ".dynamics." in name
     return in_dynamics and name.rsplit(".", 1)[-1] in ("mu_raw", "beta_raw", "gamma_raw")
 
@@ -23,7 +31,17 @@ def configure_optimizer(model: nn.Module, config: TrainConfig,
                         device_type: str = "cpu") -> torch.optim.AdamW:
     r"""AdamW with three parameter groups: the >= 2-D weights (decayed), the other tensors
     (norms, biases: not decayed) and the dynamics' scalars (not decayed, learning rate
-    ``scalar_lr``). Every group keeps its peak learning rate in ``"peak_lr"``."""
+    ``scalar_lr``). Every group keeps its peak learning rate in ``"peak_lr"``.
+
+    Example:
+        >>> from graphformer.models import GPT, GPTConfig
+        >>> from graphformer.train import TrainConfig, configure_optimizer
+        >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2,
+        ...                       n_embd=16, method="nesterov"))
+        >>> optimizer = configure_optimizer(model, TrainConfig())
+        >>> [(group["name"], len(group["params"])) for group in optimizer.param_groups]
+        [('decay', 10), ('no_decay', 16), ('dynamics', 3)]
+    """
     config = config.resolved()
     decay, no_decay, scalars = [], [], []
     for name, p in model.named_parameters():

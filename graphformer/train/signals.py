@@ -16,7 +16,17 @@ __all__ = ["TrainingInterrupted", "StopSignals"]
 class TrainingInterrupted(KeyboardInterrupt):
     r"""A run stopped by a signal between two steps. ``step`` is where it stopped,
     ``checkpoint_step`` the step of the checkpoint kept (``None``: none was written), and
-    ``signal`` the signal's name; the message says how to resume."""
+    ``signal`` the signal's name; the message says how to resume.
+
+    Example:
+        >>> from graphformer.train import TrainingInterrupted
+        >>> try:
+        ...     raise TrainingInterrupted("stopped by SIGTERM at step 120; resume=True "
+        ...                               "continues from step 100", 120, 100, "SIGTERM")
+        ... except KeyboardInterrupt as stop:          # a Ctrl-C handler catches it too
+        ...     print(stop.step, stop.checkpoint_step, stop.signal)
+        120 100 SIGTERM
+    """
 
     def __init__(self, message: str, step: int, checkpoint_step: int | None, signal_name: str):
         super().__init__(message)
