@@ -53,6 +53,20 @@ def gps_layer(channels: int, local: nn.Module, heads: int = 4, dropout: float = 
 
     ``norm_position="post"`` gives each oracle the norm after its residual (GraphGPS,
     GPSConv); ``"pre"`` puts it before the oracle (the pre-norm Transformer).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_geometric.nn import GINConv
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.models import gps_layer
+        >>> from graphformer.nn import Stack
+        >>> layer = gps_layer(16, GINConv(nn.Linear(16, 16)), heads=2)  # local, global, MLP
+        >>> stack = Stack([layer], scheme="gps", channels=16)
+        >>> graphs = {"local": torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]),  # a path of 3
+        ...           "global": CausalGraph.from_lengths([3], causal=False)}  # all pairs
+        >>> stack(torch.randn(3, 16), graphs).shape
+        torch.Size([3, 16])
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")

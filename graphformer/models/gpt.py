@@ -120,7 +120,18 @@ def _layer_count(state_dict: Mapping[str, Tensor], prefix: str) -> Optional[int]
 
 
 def attention_oracle(config: GPTConfig, layer: int) -> Oracle:
-    r"""``Dropout(c_proj(Attn(LN(x))))``: the interaction-energy step of one layer."""
+    r"""``Dropout(c_proj(Attn(LN(x))))``: the interaction-energy step of one layer.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.models import GPTConfig
+        >>> from graphformer.models.gpt import attention_oracle
+        >>> config = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)
+        >>> oracle = attention_oracle(config, layer=0)
+        >>> oracle.conv, oracle(torch.randn(4, 16), CausalGraph.from_lengths([4])).shape
+        (AttentionConv(16, 8, heads=2), torch.Size([4, 16]))
+    """
     head = config.n_embd // config.n_head
     if config.attention == "diff":
         conv = DiffAttentionConv(config.n_embd, head, heads=config.n_head, layer=layer,
@@ -136,7 +147,18 @@ def attention_oracle(config: GPTConfig, layer: int) -> Oracle:
 
 
 def mlp_oracle(config: GPTConfig) -> Oracle:
-    r"""``MLP(LN(x))``: the potential-energy step of one layer."""
+    r"""``MLP(LN(x))``: the potential-energy step of one layer.
+
+    Example:
+        >>> import torch
+        >>> from graphformer import CausalGraph
+        >>> from graphformer.models import GPTConfig
+        >>> from graphformer.models.gpt import mlp_oracle
+        >>> config = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)
+        >>> oracle = mlp_oracle(config)
+        >>> oracle.conv, oracle(torch.randn(4, 16), CausalGraph.from_lengths([4])).shape
+        (FeedForward(16, 64), torch.Size([4, 16]))
+    """
     mlp = FeedForward(config.n_embd, 4 * config.n_embd, dropout=config.dropout,
                       bias=config.bias, activation=config.activation)
     return Oracle(mlp, norm=nn.LayerNorm(config.n_embd, bias=config.bias))

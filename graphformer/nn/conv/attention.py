@@ -22,7 +22,18 @@ def rotary_embedding(x: Tensor, position: Tensor, base: float = 10000.0) -> Tens
     r"""Rotary position embedding (RoPE, Su et al. 2021) of ``x`` ``[N, H, d]`` at
     integer ``position`` ``[N]``: each pair of channels :math:`(2m, 2m+1)` is rotated by
     the angle :math:`p \cdot \text{base}^{-2m/d}`, so that
-    :math:`\mathbf{q}_i^\top\mathbf{k}_j` depends only on :math:`p_i - p_j`."""
+    :math:`\mathbf{q}_i^\top\mathbf{k}_j` depends only on :math:`p_i - p_j`.
+
+    Example:
+        >>> import torch
+        >>> from graphformer.nn.conv import rotary_embedding
+        >>> q, k = torch.randn(2, 1, 1, 8).unbind(0)           # one node, one head, d = 8
+        >>> def score(i, j):                                    # q at position i, k at j
+        ...     qi = rotary_embedding(q, torch.tensor([i]))
+        ...     return float((qi * rotary_embedding(k, torch.tensor([j]))).sum())
+        >>> abs(score(3, 1) - score(7, 5)) < 1e-5               # only i - j matters
+        True
+    """
     d = x.size(-1)
     inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
     angle = position.to(torch.float32).unsqueeze(-1) * inv_freq  # [N, d/2]
