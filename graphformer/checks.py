@@ -8,7 +8,14 @@ __all__ = ['check_int', 'is_int']
 def is_int(value: object) -> bool:
     r"""``True`` for a Python or numpy integer, ``False`` for anything else, ``bool``
     included: ``True`` is an ``int`` in Python, but ``heads=True`` or ``window=True`` is a
-    mistake, not a 1."""
+    mistake, not a 1.
+
+    Example:
+        >>> import numpy as np
+        >>> from graphformer.checks import is_int
+        >>> is_int(3), is_int(np.int64(3)), is_int(True), is_int(3.0)
+        (True, True, False, False)
+    """
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -43,6 +50,14 @@ def check_int(name: str, value: object, low: int | None = None,
             raised one :class:`ValueError` for any bad value pass :class:`ValueError`.
             (default: :class:`TypeError`)
         hint (str, optional): appended to the message, e.g. ``"; None means no window"``.
+
+    Example:
+        >>> from graphformer.checks import check_int
+        >>> check_int("depth", 3, low=1)
+        3
+        >>> check_int("depth", 2.5, low=1)
+        Traceback (most recent call last):
+        TypeError: depth must be a positive int, got 2.5
     """
     want = _describe(low, high)
     if not is_int(value):

@@ -31,7 +31,13 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 def available_devices() -> list[str]:
     r"""The devices of this machine, e.g. ``["cpu"]`` or
-    ``["cpu", "cuda:0 (NVIDIA H200)"]``."""
+    ``["cpu", "cuda:0 (NVIDIA H200)"]``.
+
+    Example:
+        >>> from graphformer.device import available_devices
+        >>> available_devices()[0]                             # the CPU is always there
+        'cpu'
+    """
     found = ["cpu"]
     if torch.cuda.is_available():
         found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
@@ -52,7 +58,15 @@ def _why_no_cuda() -> str:
 def check_device_name(device: str | torch.device) -> None:
     r"""Raise a :class:`ValueError` (or :class:`TypeError`) when :obj:`device` names no
     device graphformer runs on: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
-    ``"mps"``. Whether this machine has it is :func:`resolve_device`'s question."""
+    ``"mps"``. Whether this machine has it is :func:`resolve_device`'s question.
+
+    Example:
+        >>> from graphformer.device import check_device_name
+        >>> check_device_name("cuda:1")                        # a valid name, here or not
+        >>> check_device_name("gpu")                           # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: unknown device 'gpu'; use auto, cpu, cuda, mps or cuda:N (this machine has: ...)
+    """
     _parse(device)
 
 
@@ -92,6 +106,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         TypeError: :obj:`device` is neither a string nor a :class:`torch.device`.
         ValueError: the string names no device, or a device this machine lacks; the
             message lists the devices there are.
+
+    Example:
+        >>> from graphformer.device import resolve_device
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("tpu")                              # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: unknown device 'tpu'; use auto, cpu, cuda, mps or cuda:N (this machine has: ...)
     """
     dev = _parse(device)
     if dev is None:
@@ -169,7 +191,14 @@ def check_compile(device: str | torch.device = "cpu") -> None:
 def peak_memory(step: Callable[[], object], device: torch.device) -> int:
     r"""The most bytes allocated at any moment of ``step()`` above what was allocated
     before it: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU from the allocator
-    events that ``torch.profiler`` records (``profile_memory=True``)."""
+    events that ``torch.profiler`` records (``profile_memory=True``).
+
+    Example:
+        >>> import torch
+        >>> from graphformer.device import peak_memory
+        >>> peak_memory(lambda: torch.ones(1024, 256), torch.device("cpu"))  # 1 MiB of fp32
+        1048576
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

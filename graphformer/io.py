@@ -35,7 +35,17 @@ def atomic_write(path: PathLike, write: Callable[[IO], None], binary: bool = Fal
     r"""Calls ``write(f)`` on a temporary file beside ``path`` and renames it to
     ``path`` once it is on disk (the folder is fsynced too, so the rename is durable).
     A full disk raises ``OSError(ENOSPC)`` naming ``path``; the file there before is
-    unchanged and the temporary file is removed."""
+    unchanged and the temporary file is removed.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from graphformer.io import atomic_write
+        >>> path = Path(tempfile.mkdtemp()) / "out" / "notes.txt"   # folders made as needed
+        >>> atomic_write(path, lambda f: f.write("all or nothing"))
+        >>> path.read_text()
+        'all or nothing'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -68,7 +78,13 @@ def write_text_atomic(path: PathLike, text: str) -> None:
 
 def json_safe(obj: Any) -> Any:
     r""":obj:`obj` with every non-finite float (``nan``, ``inf``) replaced by ``None``, so
-    that it is valid JSON (a bare ``NaN`` is not)."""
+    that it is valid JSON (a bare ``NaN`` is not).
+
+    Example:
+        >>> from graphformer.io import json_safe
+        >>> json_safe({"loss": float("nan"), "xs": (1.0, float("inf"))})
+        {'loss': None, 'xs': [1.0, None]}
+    """
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
@@ -79,7 +95,17 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json_atomic(path: PathLike, obj: Any, indent: int | None = 1) -> None:
-    r"""Writes :obj:`obj` as JSON (non-finite numbers as ``null``) atomically."""
+    r"""Writes :obj:`obj` as JSON (non-finite numbers as ``null``) atomically.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> from graphformer.io import write_json_atomic
+        >>> path = Path(tempfile.mkdtemp()) / "results.json"
+        >>> write_json_atomic(path, {"acc": 0.5, "loss": float("nan")})
+        >>> json.loads(path.read_text())
+        {'acc': 0.5, 'loss': None}
+    """
     write_text_atomic(path, json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n")
 
 

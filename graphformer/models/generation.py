@@ -42,7 +42,17 @@ __all__ = ["KVCache", "supports_cache", "sample_next"]
 def sample_next(logits: Tensor, temperature: float, top_k: Optional[int]) -> Tensor:
     r"""The next token ``[B, 1]`` from the last logits ``[B, V]``: the most likely with
     ``temperature=0``, else sampled from the softmax of ``logits / temperature`` over the
-    ``top_k`` most likely tokens (``None``: all)."""
+    ``top_k`` most likely tokens (``None``: all).
+
+    Example:
+        >>> import torch
+        >>> from graphformer.models.generation import sample_next
+        >>> logits = torch.tensor([[0.1, 2.0, 0.3]])            # one row, 3 tokens
+        >>> sample_next(logits, temperature=0, top_k=None)      # greedy: the most likely
+        tensor([[1]])
+        >>> sample_next(logits, temperature=1.0, top_k=1)       # top-1 sampling: the same
+        tensor([[1]])
+    """
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -55,7 +65,15 @@ def sample_next(logits: Tensor, temperature: float, top_k: Optional[int]) -> Ten
 def supports_cache(model) -> bool:
     r"""Whether :class:`KVCache` can run this GPT exactly: every attention oracle is an
     :class:`~graphformer.nn.AttentionConv` (not differential attention), and the model is
-    in evaluation mode (no dropout)."""
+    in evaluation mode (no dropout).
+
+    Example:
+        >>> from graphformer.models import GPT, GPTConfig
+        >>> from graphformer.models.generation import supports_cache
+        >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16))
+        >>> supports_cache(model), supports_cache(model.eval())  # training mode: no cache
+        (False, True)
+    """
     if model.training:
         return False
     for layer in model.transformer.h.layers:
