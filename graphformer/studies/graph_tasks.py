@@ -81,7 +81,14 @@ class Budget:
     decoupled from the gradient, as in Loshchilov & Hutter 2019, and applies to every
     parameter).
 
-    :meth:`full` is Alon & Yahav's setting, :meth:`fast` the fast budget."""
+    :meth:`full` is Alon & Yahav's setting, :meth:`fast` the fast budget.
+
+    Example:
+        >>> from graphformer.studies.graph_tasks import Budget
+        >>> fast = Budget.fast()
+        >>> fast.batch_size, fast.lr, fast.weight_decay, fast.max_epochs, fast.schedule
+        (256, 0.003, 0.03, 400, 'cosine')
+    """
     max_steps: int = 1500
     eval_every: int = 100
     patience: Optional[int] = 10
@@ -318,7 +325,15 @@ def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
     read-out at the root; their layers (GAT with 4 heads, GIN's MLP with batch norm) in
     their blocks (:data:`TREE_BLOCKS`): ``x <- LayerNorm(x + ReLU(conv(x)))`` for GCN and
     GIN, ``x <- LayerNorm(x + conv(x))`` for GAT, ``x <- conv(x)`` for GGNN, whose GRU
-    gates its own update (so GGNN takes no ``method`` but ``"gd"``)."""
+    gates its own update (so GGNN takes no ``method`` but ``"gd"``).
+
+    Example:
+        >>> from graphformer.datasets import TreeNeighborsMatch
+        >>> from graphformer.studies.graph_tasks import build_tree_model
+        >>> model = build_tree_model("gin", TreeNeighborsMatch(2))     # r + 1 = 3 layers
+        >>> len(model.stack.layers), sum(p.numel() for p in model.parameters())
+        (3, 7364)
+    """
     kwargs = {"heads": 4} if conv in ("gat", "attention") else {}
     if conv == "gin":
         kwargs = {"batch_norm": True}

@@ -67,7 +67,13 @@ RESULTS_LAYOUT = 2
 # ---------------------------------------------------------------------- cells
 @dataclass(frozen=True)
 class TreeCell:
-    r"""A Tree-NeighborsMatch run."""
+    r"""A Tree-NeighborsMatch run.
+
+    Example:
+        >>> from graphformer.studies.oversquash import TreeCell
+        >>> TreeCell("gat", 3).key, TreeCell("gat", 3, "fully_adjacent").key
+        ('tree/gat/3/plain/0', 'tree/gat/3/fully_adjacent/0')
+    """
     model: str
     depth: int
     variant: str = "plain"  # or "fully_adjacent"
@@ -184,7 +190,14 @@ class Settings:
 # ---------------------------------------------------------------------- plan and controls
 def plan(settings: Settings) -> List[Cell]:
     r"""The plain cells of a study, in order (the controls come later, from the rows:
-    :func:`controls`)."""
+    :func:`controls`).
+
+    Example:
+        >>> from graphformer.studies.oversquash import Settings, plan
+        >>> settings = Settings(models=("gcn", "gat"), tasks=("tree",), depths=(2, 3))
+        >>> [cell.key for cell in plan(settings)]
+        ['tree/gcn/2/plain/0', 'tree/gat/2/plain/0', 'tree/gcn/3/plain/0', 'tree/gat/3/plain/0']
+    """
     cells: List[Cell] = []
     for seed in settings.seeds:
         if "tree" in settings.tasks:
@@ -204,7 +217,13 @@ def plan(settings: Settings) -> List[Cell]:
 def solved_threshold(depth: int) -> float:
     r"""The train accuracy a tree run must reach to count as solved at ``depth``: 0.99 at
     depths 2 and 3, where the paper's models all reach 1.0, and 0.9 from depth 4, where
-    the paper's best (GAT, GGNN) reach 1.0 and the others stop at 0.70 to 0.77."""
+    the paper's best (GAT, GGNN) reach 1.0 and the others stop at 0.70 to 0.77.
+
+    Example:
+        >>> from graphformer.studies.oversquash import solved_threshold
+        >>> solved_threshold(3), solved_threshold(4)
+        (0.99, 0.9)
+    """
     return TREE_SOLVED_SHALLOW if depth <= 3 else TREE_SOLVED_DEEP
 
 

@@ -30,7 +30,13 @@ ACCURACY_COLUMNS = ("train_acc", "test_acc", "published")
 
 def format_accuracy(acc: float) -> str:
     r"""Three decimals, but never ``1.000`` for an accuracy below 1 (0.99984 is
-    ``0.9998``): a reader takes 1.000 for a solved task."""
+    ``0.9998``): a reader takes 1.000 for a solved task.
+
+    Example:
+        >>> from graphformer.studies.report import format_accuracy
+        >>> format_accuracy(0.99984), format_accuracy(1.0), format_accuracy(0.5)
+        ('0.9998', '1.000', '0.500')
+    """
     text = f"{acc:.3f}"
     return f"{math.floor(acc * 1e4) / 1e4:.4f}" if text == "1.000" and acc < 1 else text
 

@@ -27,6 +27,18 @@ class ResultStore:
         meta (dict): settings that must match to resume (e.g. the budget); a file
             written with other settings is refused rather than silently mixed.
         restart (bool): move an existing file aside (``results.json.bak``) and start over.
+
+    Example:
+        >>> import tempfile
+        >>> from graphformer.studies.store import ResultStore
+        >>> out = tempfile.mkdtemp()
+        >>> ResultStore(out, {"budget": "fast"}).add("tree/gcn/2/plain/0", {"train_acc": 1.0})
+        >>> again = ResultStore(out, {"budget": "fast"})                 # a resumed sweep
+        >>> "tree/gcn/2/plain/0" in again, again.values()
+        (True, [{'train_acc': 1.0}])
+        >>> ResultStore(out, {"budget": "full"})                         # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        graphformer.studies.store.ResultsCorrupted: .../results.json was written with other settings (budget differ); ...
     """
 
     def __init__(self, out: Path, meta: Dict, restart: bool = False) -> None:

@@ -85,7 +85,14 @@ CONTROLS = ("fully_adjacent", "transformer")
 @dataclass(frozen=True)
 class TransferBudget:
     r"""The paper's budget (``exp/run.py`` with ``run_synthetic_*.sh``'s arguments); one
-    budget serves every cell, controls included."""
+    budget serves every cell, controls included.
+
+    Example:
+        >>> from graphformer.studies.transfer import TransferBudget
+        >>> budget = TransferBudget()
+        >>> budget.num_train, budget.num_test, budget.batch_size, budget.lr, budget.max_epochs
+        (5000, 500, 128, 0.001, 100)
+    """
     num_train: int = 5000
     num_test: int = 500
     num_classes: int = 5
@@ -111,7 +118,13 @@ class TransferBudget:
 
 @dataclass(frozen=True)
 class TransferCell:
-    r"""One run: a model on a topology at a distance, plain or with a control."""
+    r"""One run: a model on a topology at a distance, plain or with a control.
+
+    Example:
+        >>> from graphformer.studies.transfer import TransferCell
+        >>> TransferCell("ring", "gcn", 4).key                  # seed 1, as the paper's scripts
+        'ring/gcn/4/plain/1'
+    """
     topology: str
     model: str
     distance: int
@@ -135,7 +148,15 @@ class TransferCell:
 
 
 def make_dataset(cell: TransferCell, budget: TransferBudget):
-    r"""The cell's data set: ``num_train + num_test`` graphs, shuffled by the seed."""
+    r"""The cell's data set: ``num_train + num_test`` graphs, shuffled by the seed.
+
+    Example:
+        >>> from graphformer.studies.transfer import TransferBudget, TransferCell, make_dataset
+        >>> dataset = make_dataset(TransferCell("ring", "gcn", 4),
+        ...                        TransferBudget(num_train=20, num_test=5))
+        >>> dataset, len(dataset.train_index), len(dataset.test_index)
+        (RingTransfer(distance=4, num_graphs=25, num_classes=5), 20, 5)
+    """
     return TOPOLOGIES[cell.topology](cell.distance, num_graphs=budget.num_train + budget.num_test,
                                      num_classes=budget.num_classes, seed=cell.seed,
                                      num_test=budget.num_test)
@@ -144,7 +165,13 @@ def make_dataset(cell: TransferCell, budget: TransferBudget):
 def build_model(name: str, num_layers: int, budget: TransferBudget = TransferBudget()) -> BasicGNN:
     r"""The paper's model (``utils/factory.py``): PyG's basic GNN ``name`` with
     ``norm="BatchNorm"``, the budget's hidden width, ``num_layers`` layers, the classes as
-    input and output width."""
+    input and output width.
+
+    Example:
+        >>> from graphformer.studies.transfer import build_model
+        >>> build_model("gat", num_layers=4)                    # distance 4: 4 layers
+        GAT(5, 5, num_layers=4)
+    """
     if name not in PYG_MODELS:
         raise ValueError(f"unknown transfer model {name!r}; valid: {', '.join(PYG_MODELS)}")
     c = budget.num_classes
@@ -351,7 +378,13 @@ def evaluate(forward, model: nn.Module, x_all: Tensor, y_all: Tensor, index: Ten
 # ------------------------------------------------------------------ plans and controls
 def plan(topologies: Sequence[str], models: Sequence[str], distances: Dict[str, Sequence[int]],
          seeds: Sequence[int]) -> List[TransferCell]:
-    r"""The plain cells: every model on every topology at that topology's distances."""
+    r"""The plain cells: every model on every topology at that topology's distances.
+
+    Example:
+        >>> from graphformer.studies.transfer import plan
+        >>> [cell.key for cell in plan(["ring"], ["gcn", "gat"], {"ring": [4, 6]}, seeds=[1])]
+        ['ring/gcn/4/plain/1', 'ring/gcn/6/plain/1', 'ring/gat/4/plain/1', 'ring/gat/6/plain/1']
+    """
     cells = [TransferCell(t, m, d, s) for s in seeds for t in topologies for m in models
              for d in distances[t]]
     for c in cells:
