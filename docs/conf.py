@@ -334,8 +334,21 @@ def _tidy_summaries() -> None:
 _tidy_summaries()
 
 
+def _note_source(app, what, name, obj, options, lines):
+    """Make an API page depend on the file that defines each documented object, so that an
+    incremental build rebuilds the page (and reruns its doctests) when a docstring changes
+    in a submodule; by default Sphinx only records the package's ``__init__.py``."""
+    try:
+        path = inspect.getsourcefile(inspect.unwrap(obj))
+    except (TypeError, ValueError):  # built-ins, data attributes, wrapper cycles
+        return
+    if path and os.path.isfile(path) and app.env.docname:
+        app.env.note_dependency(path)
+
+
 def setup(app):
     app.connect("source-read", _inject_results)
+    app.connect("autodoc-process-docstring", _note_source)
     app.connect("env-get-outdated", _results_outdated)
     # sphinx-mathjax-offline only copies files once the build is done, but does not say so:
     # without this, a parallel build (SPHINXOPTS="-j 2") warns, an error under -W.
