@@ -173,6 +173,7 @@ def main(argv=None):
             store = ResultStore(args.out, settings.meta(), restart=args.restart)
             sweep = Sweep(store, partial(study.run_cell, settings=settings, device=device),
                           cost=partial(study.cost, settings=settings),
+                          priority=partial(study.priority, settings=settings),
                           controls=partial(study.controls, settings), executor=executor,
                           desc="oversquash")
     except (ValueError, ResultsCorrupted) as e:

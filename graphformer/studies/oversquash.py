@@ -251,15 +251,16 @@ def controls(settings: Settings, rows: List[Dict]) -> List[Cell]:
     return cells
 
 
-#: Relative cost of a tree training step per layer (``--profile``, depth 3, batches of
-#: 256): the sweep starts the dearest runs first, so that a GGNN run does not end it alone.
-STEP_COST = {"gcn": 1.0, "gin": 1.3, "gat": 1.2, "ggnn": 2.5}
+#: CPU time of a tree training epoch relative to GCN's, as the plain runs train (GAT and
+#: GGNN on trimmed batches): the default run at depth 3 measured 1.3 to 1.65 for GIN, GAT
+#: and GGNN (CPU seconds over epochs, on two machines).
+STEP_COST = {"gcn": 1.0, "gin": 1.5, "gat": 1.5, "ggnn": 1.4}
 
 
 def cost(cell: Cell, settings: Settings) -> float:
-    r"""A rough relative cost of a cell (about CPU seconds on this project's 2-core
-    machine), for the progress bar's ETA and the order in which a sweep starts its cells
-    (the dearest first)."""
+    r"""A cell's expected CPU seconds, roughly (on this project's 2-core machine): for the
+    progress bar's ETA and, through :func:`priority`, the order in which a sweep starts
+    its cells. No row depends on it."""
     if isinstance(cell, TreeCell):
         b = settings.budget.at_depth(cell.depth)
         leaves = 2 ** cell.depth
@@ -272,6 +273,25 @@ def cost(cell: Cell, settings: Settings) -> float:
     if isinstance(cell, TransferCell):
         return transfer.cell_cost(cell, settings.transfer_budget)
     return settings.sequence_epochs * settings.num_sequences * cell.length / 1e5
+
+
+def possible_controls(cell: Cell, settings: Settings) -> List[Cell]:
+    r"""The controls that :func:`controls` would queue behind ``cell`` if it failed."""
+    if not settings.controls:
+        return []
+    if isinstance(cell, TreeCell) and cell.variant == "plain" and settings.tree_variant == "plain":
+        return [replace(cell, variant="fully_adjacent")]
+    if isinstance(cell, TransferCell) and cell.variant == "plain":
+        return [replace(cell, variant=v) for v in settings.transfer_controls]
+    return []
+
+
+def priority(cell: Cell, settings: Settings) -> float:
+    r"""The order in which a sweep starts its cells, the highest first: the cost of the
+    cell and of the controls that may follow it (the longest chain first). A control
+    starts only after its cell has failed, so a dear cell with a dear control must start
+    early, or the control ends the sweep alone on one core while the others idle."""
+    return cost(cell, settings) + sum(cost(c, settings) for c in possible_controls(cell, settings))
 
 
 # ---------------------------------------------------------------------- one run
