@@ -87,9 +87,9 @@ class Sweep:
             for key in self.cells:
                 if key in self.store:
                     advance(key, 1.0)
-            todo = [(k, c) for k, c in sorted(self.cells.items(), key=lambda kc: -self.priority(kc[1]))
-                    if k not in self.store]
-            todo += more()
+            todo = [(k, c) for k, c in self.cells.items() if k not in self.store]
+            todo += more()  # on a resume, the controls its rows already call for
+            todo.sort(key=lambda kc: -self.priority(kc[1]))
             self.failures = self.executor.run_cells(todo, self.fn, on_done=finished,
                                                     on_progress=advance, on_start=started)
         return self.failures
