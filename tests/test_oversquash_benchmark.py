@@ -280,3 +280,24 @@ def test_tree_numbers_unchanged_by_the_study_layer():
         row = run_one(cell, settings, torch.device("cpu"))
         assert (row["num_train"], row["num_test"], row["steps"]) == (76, 20, 150)
         assert (round(row["train_acc"] * 76), round(row["test_acc"] * 20)) == (train, test)
+
+
+def test_sequence_rows_get_the_control_without_the_mask_and_a_cause():
+    from graphformer.studies.oversquash import (SequenceCell, Settings, controls, priority,
+                                                sequence_cause)
+    settings = Settings.default(tasks=("count_ones",))
+    row = lambda length, acc, variant="plain": dict(  # noqa: E731
+        task="count_ones", length=length, method="gd", num_pause=0, seed=0, variant=variant,
+        test_acc=acc)
+    failing, solved = row(48, 0.899), row(16, 0.9)  # the bar is 0.9, on held-out accuracy
+    assert controls(settings, [failing, solved]) == [
+        SequenceCell("count_ones", 48, "gd", 0, 0, "no_causal_mask")]
+    assert controls(Settings.default(tasks=("count_ones",), controls=False), [failing]) == []
+    assert sequence_cause(solved, []) == "solved"
+    assert sequence_cause(failing, []) == "no control run"
+    assert sequence_cause(failing, [row(48, 0.9, "no_causal_mask")]) == "causal mask"
+    assert sequence_cause(failing, [row(48, 0.899, "no_causal_mask")]) == "budget"
+    # the sweep starts a cell that may need a control as early as the control's cost says
+    cell = SequenceCell("count_ones", 48)
+    assert priority(cell, settings) == pytest.approx(2 * priority(
+        SequenceCell("count_ones", 48, variant="no_causal_mask"), settings))
