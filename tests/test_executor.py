@@ -258,3 +258,47 @@ def test_a_cluster_joined_by_its_address_runs_the_sweep_and_is_named(tmp_path):
     assert _gone(token) == []
     shutil.rmtree(temp, ignore_errors=True)
 
+
+
+def _most_at_once(rows):
+    events = sorted([(r["start"], 1) for r in rows] + [(r["end"], -1) for r in rows])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_no_more_cells_at_once_than_the_cluster_holds():
+    # the session's local instance has 2 CPUs. A cell blocked in a Ray call (as in its
+    # progress messages) hands its CPU back, and Ray then starts a cell more (measured:
+    # 3 at once without the cap, after a few seconds); 4 workers asked, 2 run
+    def interval(payload, progress):  # defined here: pickled by value to the workers
+        import time as time_
+
+        import ray as ray_
+        start = time_.time()
+        progress(0.5)
+        ray_.get(ray_.remote(num_cpus=0)(lambda s: time_.sleep(s)).remote(5.0))
+        return {"start": start, "end": time_.time()}
+
+    rows = {}
+    executor = RayExecutor(RayConfig(num_cpus=1.0), workers=4)
+    failures = executor.run_cells([(str(i), i) for i in range(3)], interval,
+                                  on_done=lambda key, row: rows.update({key: row}) or ())
+    assert failures == [] and sorted(rows) == ["0", "1", "2"]
+    assert executor.capacity == 2
+    assert _most_at_once(list(rows.values())) == 2
+    # cells of 2 CPUs: one at a time on 2 CPUs
+    wide = RayExecutor(RayConfig(num_cpus=2.0), workers=4)
+    wide.connect()
+    assert wide.capacity == 1
+
+
+def test_cells_queued_by_a_finished_cell_start_next():
+    # a control goes to the head of the queue: started last, a dear one would run alone
+    started = []
+    run_cells([("a", 1), ("b", 2), ("c", 3)], lambda payload, progress: {"v": payload},
+              workers=1, on_start=started.append,
+              on_done=lambda key, row: [("control", 4)] if key == "a" else [])
+    assert started == ["a", "control", "b", "c"]

@@ -40,15 +40,21 @@ def test_tiny_end_to_end_run_writes_its_files_and_resumes(cli, tmp_path, capsys,
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
     keys = set(saved["rows"])
-    assert {"tree/gcn/2/plain/0", "ring/gcn/2/plain/1", "copy_last/attention/4/gd/pause8/0",
+    assert {"tree/gcn/2/plain/0", "ring/gcn/2/plain/1",
+            "copy_last/attention/4/gd/pause8/plain/0",
             "tree/gcn/2/fully_adjacent/0"} <= keys
     ring = saved["rows"]["ring/gcn/2/plain/1"]
     assert {"task", "model", "variant", "train_acc", "test_acc", "distance"} <= set(ring)
     assert "size" not in ring and saved["meta"]["transfer_budget"]["max_epochs"] == 2
     # the controls hook: a control exactly where the plain row fails
     assert ("ring/gcn/2/fully_adjacent/1" in keys) == (ring["test_acc"] < 0.9)
-    seq = saved["rows"]["copy_last/attention/4/gd/pause8/0"]
+    seq = saved["rows"]["copy_last/attention/4/gd/pause8/plain/0"]
     assert (seq["length"], seq["method"], seq["num_pause"]) == (4, "gd", 8)
+    # and a sequence row gets the model without the causal mask where it fails
+    control = "copy_last/attention/4/gd/pause8/no_causal_mask/0"
+    assert (control in keys) == (seq["test_acc"] < 0.9)
+    if control in keys:
+        assert saved["rows"][control]["variant"] == "no_causal_mask"
     row = saved["rows"]["tree/gcn/2/plain/0"]
     assert 0.0 <= row["train_acc"] <= 1.0 and row["published"] == 1.0
     assert len(row["dirichlet"]) == 4  # input + 3 layers (depth 2 -> r + 1 layers)
@@ -274,3 +280,24 @@ def test_tree_numbers_unchanged_by_the_study_layer():
         row = run_one(cell, settings, torch.device("cpu"))
         assert (row["num_train"], row["num_test"], row["steps"]) == (76, 20, 150)
         assert (round(row["train_acc"] * 76), round(row["test_acc"] * 20)) == (train, test)
+
+
+def test_sequence_rows_get_the_control_without_the_mask_and_a_cause():
+    from graphformer.studies.oversquash import (SequenceCell, Settings, controls, priority,
+                                                sequence_cause)
+    settings = Settings.default(tasks=("count_ones",))
+    row = lambda length, acc, variant="plain": dict(  # noqa: E731
+        task="count_ones", length=length, method="gd", num_pause=0, seed=0, variant=variant,
+        test_acc=acc)
+    failing, solved = row(48, 0.899), row(16, 0.9)  # the bar is 0.9, on held-out accuracy
+    assert controls(settings, [failing, solved]) == [
+        SequenceCell("count_ones", 48, "gd", 0, 0, "no_causal_mask")]
+    assert controls(Settings.default(tasks=("count_ones",), controls=False), [failing]) == []
+    assert sequence_cause(solved, []) == "solved"
+    assert sequence_cause(failing, []) == "no control run"
+    assert sequence_cause(failing, [row(48, 0.9, "no_causal_mask")]) == "causal mask"
+    assert sequence_cause(failing, [row(48, 0.899, "no_causal_mask")]) == "budget"
+    # the sweep starts a cell that may need a control as early as the control's cost says
+    cell = SequenceCell("count_ones", 48)
+    assert priority(cell, settings) == pytest.approx(2 * priority(
+        SequenceCell("count_ones", 48, variant="no_causal_mask"), settings))

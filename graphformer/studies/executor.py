@@ -291,7 +291,7 @@ class RayExecutor:
                 pickled to the workers (functions of an installed module by reference).
             on_done: called here with each finished ``(key, row)``, the row with a
                 ``ran_on`` entry added (executor, Ray's version, cluster, its resources,
-                the node); it may return more cells, which join the queue.
+                the node); it may return more cells, which go to the head of the queue.
             on_progress: ``(key, share)`` as a running cell reports progress.
             on_start: ``key`` when a cell starts running on a worker.
         """
@@ -349,7 +349,9 @@ class RayExecutor:
                             f"crashed): {type(e).__name__}: {e}")))
                         continue
                     row = dict(row, ran_on=dict(self.placement, **where))
-                    pending.extend(done(key, row))
+                    # more cells (controls) go first: each is the tail of a chain whose
+                    # head has just finished, and a dear one started last would run alone
+                    pending[:0] = done(key, row)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

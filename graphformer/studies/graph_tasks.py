@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GINConv, GatedGraphConv
 
-from graphformer import schedule
 from graphformer.checks import check_int
 from graphformer.datasets import TreeNeighborsMatch
 from graphformer.diagnostics import hop_distance
 from graphformer.models import GraphModel
 from graphformer.nn.conv import AttentionConv, DeepSetsConv
+from graphformer.studies.fit import accuracy, fit, warmup_cosine  # noqa: F401 (re-exported)
 from graphformer.transforms import fully_adjacent_edges
 
 #: Train accuracy on Tree-NeighborsMatch at depths 2..8 (Alon & Yahav 2021, Fig. 3).
@@ -342,25 +342,15 @@ def build_tree_model(conv: str, dataset: TreeNeighborsMatch, hidden: int = 32,
                             block=TREE_BLOCKS.get(conv, "post_norm"), **kwargs)
 
 
-@torch.no_grad()
-def accuracy(model: GraphModel, loader: SameTopologyLoader) -> float:
-    r"""Share of graphs whose read-out prediction is right."""
-    model.eval()
-    right = total = 0
-    for batch in loader:
-        right += int((batch.logits(model).argmax(-1) == batch.y).sum())
-        total += batch.y.numel()
-    return right / max(total, 1)
-
-
 def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 0,
                      fully_adjacent: bool = False, device: torch.device = torch.device("cpu"),
                      progress: Optional[Callable[[float], None]] = None,
                      compile: Union[bool, str] = False,
                      trim: Optional[bool] = None) -> Dict[str, float]:
-    r"""Trains ``model`` on the stratified split of ``dataset`` with Adam (AdamW when the
-    budget has weight decay) and the budget's learning-rate schedule (see :class:`Budget`;
-    on Tree-NeighborsMatch, its :meth:`~Budget.at_depth`). ``compile`` trains through
+    r"""Trains ``model`` on the stratified split of ``dataset`` with the studies' fit loop
+    (:func:`graphformer.studies.fit.fit`: Adam, AdamW when the budget has weight decay, and
+    the budget's learning-rate schedule; see :class:`Budget`; on Tree-NeighborsMatch, its
+    :meth:`~Budget.at_depth`). ``compile`` trains through
     :func:`torch.compile` (``True``: inductor; a string: that backend); the evaluations
     stay eager. ``trim`` lays the batches out so that each layer computes only what the
     read-out needs (see :class:`SameTopologyLoader`); ``None`` (default) trims whenever
@@ -390,63 +380,12 @@ def train_graph_task(model: GraphModel, dataset, budget: Budget, *, seed: int = 
     train_loader = make(train_idx, True, budget.batch_size)
     train_eval, test_loader = make(train_idx, False, 1024), make(test_idx, False, 1024)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay) \
-        if budget.weight_decay else torch.optim.Adam(model.parameters(), lr=budget.lr)
-    eval_every, max_steps = budget.steps(train_idx.numel())
-    sched = None
-    if budget.schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max", factor=0.5, patience=budget.lr_patience, threshold=budget.min_gain,
-            threshold_mode="abs")
-        step_lr = None
-    else:
-        step_lr = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, max_steps, budget.warmup))
     forward = model
     if compile:
         forward = torch.compile(model, **({} if compile is True else {"backend": compile}))
-    best_train, best_test, best_eval, evals, step, seen = -1.0, 0.0, 0, 0, 0, 0
-    start, cpu_start = time.perf_counter(), time.process_time()
-    while step < max_steps:
-        model.train()
-        for batch in train_loader:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(batch.logits(forward), batch.y)
-            loss.backward()
-            opt.step()
-            if step_lr is not None:
-                step_lr.step()
-            step += 1
-            seen += batch.y.numel()
-            if step % eval_every == 0 or step == max_steps:
-                break
-        if step % eval_every and step < max_steps:
-            continue  # the epoch ended between two evaluations
-        evals += 1
-        train_acc = accuracy(model, train_eval)
-        if sched is not None:
-            sched.step(train_acc)
-        if progress is not None:
-            progress(step / max_steps)
-        if train_acc > best_train + budget.min_gain:
-            best_train, best_eval = train_acc, evals
-            best_test = accuracy(model, test_loader)
-        if best_train >= 1.0 or (budget.patience is not None
-                                 and evals - best_eval >= budget.patience):
-            break
-        if budget.max_seconds is not None and time.perf_counter() - start > budget.max_seconds:
-            break
-    return dict(train_acc=best_train, test_acc=best_test, steps=step,
-                epochs=round(seen / train_idx.numel(), 2),
-                seconds=time.perf_counter() - start,
-                cpu_seconds=time.process_time() - cpu_start, num_train=int(train_idx.numel()),
-                num_test=int(test_idx.numel()))
-
-
-def warmup_cosine(step: int, total: int, warmup: float) -> float:
-    r"""The fast budget's learning-rate factor after ``step`` of ``total`` steps, with a
-    warm-up over the first ``warmup`` share of them (:func:`graphformer.schedule.warmup_cosine`)."""
-    return schedule.warmup_cosine(step, total, math.ceil(warmup * total))
+    result = fit(model, budget, train_loader, train_eval, test_loader,
+                 num_train=train_idx.numel(), forward=forward, progress=progress)
+    return dict(result, num_train=int(train_idx.numel()), num_test=int(test_idx.numel()))
 
 
 def profile_steps(models, depths, batch_sizes, *, steps: int = 10, seed: int = 0,

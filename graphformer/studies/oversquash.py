@@ -26,7 +26,8 @@ from graphformer.studies.graph_tasks import (GRAPH_MODELS, PUBLISHED_TREE, Budge
                                              SameTopologyLoader, build_tree_model,
                                              train_graph_task)
 from graphformer.studies.sequence_tasks import (SEQUENCE_TASKS, build_sequence_model,
-                                                sequence_runway, train_sequence_task)
+                                                sequence_budget, sequence_runway,
+                                                train_sequence_task)
 from graphformer.studies.transfer import TOPOLOGIES, TransferBudget, TransferCell
 
 TASKS = ("tree",) + tuple(TOPOLOGIES) + tuple(SEQUENCE_TASKS)
@@ -52,6 +53,15 @@ SEQUENCE_CLAIMS = {
     "count_ones": "Barbero et al. 2024: counting fails with length under causal masking; "
                   "pause tokens (Goyal et al. 2024) add paths to the read-out",
 }
+#: The claim of a row with pause tokens: they lengthen the causal runway.
+PAUSE_CLAIM = ("Goyal et al. 2024: pause tokens appended before the read-out add paths "
+               "(compute) between the inputs and the answer")
+#: The sequence variants: the causal model, and its control, the same model on the same
+#: budget without the causal mask (every position attends to every other).
+SEQUENCE_VARIANTS = ("plain", "no_causal_mask")
+#: A sequence row at or above this test accuracy counts as solved; below it the control
+#: runs.
+SEQUENCE_SOLVED = 0.9
 #: The train accuracy a tree run must reach to count as solved, by depth (see
 #: :func:`solved_threshold`).
 TREE_SOLVED_SHALLOW, TREE_SOLVED_DEEP = 0.99, 0.9
@@ -88,16 +98,18 @@ class TreeCell:
 @dataclass(frozen=True)
 class SequenceCell:
     r"""A causal sequence run: an attention stack updated by ``method``, with
-    ``num_pause`` pause tokens appended."""
+    ``num_pause`` pause tokens appended; ``variant`` ``"no_causal_mask"`` is its control."""
     task: str
     length: int
     method: str = "gd"
     num_pause: int = 0
     seed: int = 0
+    variant: str = "plain"
 
     @property
     def key(self) -> str:
-        return f"{self.task}/attention/{self.length}/{self.method}/pause{self.num_pause}/{self.seed}"
+        return (f"{self.task}/attention/{self.length}/{self.method}/pause{self.num_pause}/"
+                f"{self.variant}/{self.seed}")
 
 
 Cell = Union[TreeCell, TransferCell, SequenceCell]
@@ -127,7 +139,7 @@ class Settings:
     transfer_controls: Sequence[str] = ("fully_adjacent",)
     lengths: Sequence[int] = (16, 48)
     num_pause: int = 8
-    sequence_epochs: int = 8
+    sequence_epochs: int = 200
     num_sequences: int = 400
     compile: Union[bool, str] = False
     tree_variant: str = "plain"  # "fully_adjacent": every tree run with that last layer
@@ -144,7 +156,7 @@ class Settings:
                     transfer_models=tuple(transfer.PYG_MODELS),
                     distances={t: every for t in TOPOLOGIES}, transfer_seeds=(1, 2, 3),
                     transfer_controls=transfer.CONTROLS, lengths=(16, 64, 256),
-                    budget=Budget.full(), sequence_epochs=100, num_sequences=4000)
+                    budget=Budget.full(), num_sequences=4000)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -267,18 +279,37 @@ def controls(settings: Settings, rows: List[Dict]) -> List[Cell]:
         for row in rows:
             if row["task"] in TOPOLOGIES:
                 cells += transfer.controls_for(row, settings.transfer_controls)
+            elif row["task"] in SEQUENCE_TASKS and row["variant"] == "plain" \
+                    and row["test_acc"] < SEQUENCE_SOLVED:
+                cells.append(SequenceCell(row["task"], row["length"], row["method"],
+                                          row["num_pause"], row["seed"], "no_causal_mask"))
     return cells
 
 
-#: Relative cost of a tree training step per layer (``--profile``, depth 3, batches of
-#: 256): the sweep starts the dearest runs first, so that a GGNN run does not end it alone.
-STEP_COST = {"gcn": 1.0, "gin": 1.3, "gat": 1.2, "ggnn": 2.5}
+def sequence_cause(row: Dict, control_rows: Sequence[Dict]) -> str:
+    r"""What a plain sequence row means: ``"solved"`` (test accuracy at or above
+    :data:`SEQUENCE_SOLVED`); ``"causal mask"`` where the same model without the mask
+    solves it on the same budget (the claim holds here); ``"budget"`` where the control
+    fails too (no finding: the budget, not the mask); ``"no control run"`` otherwise."""
+    if row["test_acc"] >= SEQUENCE_SOLVED:
+        return "solved"
+    if not control_rows:
+        return "no control run"
+    if any(c["test_acc"] >= SEQUENCE_SOLVED for c in control_rows):
+        return "causal mask"
+    return "budget"
+
+
+#: CPU time of a tree training epoch relative to GCN's, as the plain runs train (GAT and
+#: GGNN on trimmed batches): the default run at depth 3 measured 1.3 to 1.65 for GIN, GAT
+#: and GGNN (CPU seconds over epochs, on two machines).
+STEP_COST = {"gcn": 1.0, "gin": 1.5, "gat": 1.5, "ggnn": 1.4}
 
 
 def cost(cell: Cell, settings: Settings) -> float:
-    r"""A rough relative cost of a cell (about CPU seconds on this project's 2-core
-    machine), for the progress bar's ETA and the order in which a sweep starts its cells
-    (the dearest first)."""
+    r"""A cell's expected CPU seconds, roughly (on this project's 2-core machine): for the
+    progress bar's ETA and, through :func:`priority`, the order in which a sweep starts
+    its cells. No row depends on it."""
     if isinstance(cell, TreeCell):
         b = settings.budget.at_depth(cell.depth)
         leaves = 2 ** cell.depth
@@ -290,7 +321,29 @@ def cost(cell: Cell, settings: Settings) -> float:
                 * STEP_COST.get(cell.model, 1.0))
     if isinstance(cell, TransferCell):
         return transfer.cell_cost(cell, settings.transfer_budget)
-    return settings.sequence_epochs * settings.num_sequences * cell.length / 1e5
+    return (settings.sequence_epochs * settings.num_sequences * (cell.length + cell.num_pause)
+            / 1e5)
+
+
+def possible_controls(cell: Cell, settings: Settings) -> List[Cell]:
+    r"""The controls that :func:`controls` would queue behind ``cell`` if it failed."""
+    if not settings.controls:
+        return []
+    if isinstance(cell, TreeCell) and cell.variant == "plain" and settings.tree_variant == "plain":
+        return [replace(cell, variant="fully_adjacent")]
+    if isinstance(cell, TransferCell) and cell.variant == "plain":
+        return [replace(cell, variant=v) for v in settings.transfer_controls]
+    if isinstance(cell, SequenceCell) and cell.variant == "plain":
+        return [replace(cell, variant="no_causal_mask")]
+    return []
+
+
+def priority(cell: Cell, settings: Settings) -> float:
+    r"""The order in which a sweep starts its cells, the highest first: the cost of the
+    cell and of the controls that may follow it (the longest chain first). A control
+    starts only after its cell has failed, so a dear cell with a dear control must start
+    early, or the control ends the sweep alone on one core while the others idle."""
+    return cost(cell, settings) + sum(cost(c, settings) for c in possible_controls(cell, settings))
 
 
 # ---------------------------------------------------------------------- one run
@@ -324,13 +377,15 @@ def run_one(cell: Cell, settings: Settings, device: torch.device,
             row.update(tree_diagnostics(model, dataset, device))
         return row
     row = dict(task=cell.task, model="attention", length=cell.length, method=cell.method,
-               num_pause=cell.num_pause, variant="plain", seed=cell.seed,
-               claim=SEQUENCE_CLAIMS[cell.task])
+               num_pause=cell.num_pause, variant=cell.variant, seed=cell.seed,
+               claim=PAUSE_CLAIM if cell.num_pause else SEQUENCE_CLAIMS[cell.task])
     dataset = SEQUENCE_TASKS[cell.task](cell.length, num_sequences=settings.num_sequences,
                                         seed=cell.seed)
     model = build_sequence_model(dataset.vocab_size, dataset.num_classes, method=cell.method)
-    row.update(train_sequence_task(model, dataset, num_pause=cell.num_pause, seed=cell.seed,
-                                   epochs=settings.sequence_epochs, device=device))
+    row.update(train_sequence_task(model, dataset, sequence_budget(settings.sequence_epochs),
+                                   num_pause=cell.num_pause, seed=cell.seed,
+                                   causal=cell.variant == "plain", device=device,
+                                   progress=progress))
     profile = sequence_runway(model.cpu(), dataset, cell.num_pause)
     row["runway"] = profile.tolist()  # [L + 1, T]
     last = profile[-1]

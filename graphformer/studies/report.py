@@ -12,7 +12,7 @@ import torch
 
 from graphformer.studies import transfer
 from graphformer.studies.graph_tasks import GRAPH_MODELS, PUBLISHED_TREE
-from graphformer.studies.oversquash import SEQUENCE_TASKS, TASKS, size_of
+from graphformer.studies.oversquash import SEQUENCE_TASKS, TASKS, sequence_cause, size_of
 from graphformer.studies.transfer import TOPOLOGIES
 
 #: The columns of each kind of task's table (and of the CSV, which holds them all).
@@ -20,8 +20,8 @@ TREE_COLUMNS = ("model", "depth", "variant", "seed", "train_acc", "test_acc", "p
                 "epochs", "seconds")
 TRANSFER_COLUMNS = ("task", "model", "distance", "variant", "seed", "train_acc", "test_acc",
                     "published", "cause", "epochs", "seconds")
-SEQUENCE_COLUMNS = ("task", "length", "method", "num_pause", "seed", "train_acc", "test_acc",
-                    "epochs", "seconds")
+SEQUENCE_COLUMNS = ("task", "length", "method", "num_pause", "variant", "seed", "train_acc",
+                    "test_acc", "cause", "epochs", "seconds")
 CSV_COLUMNS = ("task", "model", "depth", "distance", "length", "variant", "method",
                "num_pause", "seed", "train_acc", "test_acc", "published", "cause", "epochs",
                "seconds")
@@ -54,8 +54,9 @@ def _fmt(v, column: str) -> str:
 
 
 def with_causes(rows: List[Dict]) -> List[Dict]:
-    r"""The rows, each plain transfer row with its ``cause``
-    (:func:`~graphformer.studies.transfer.cause`) from the control rows beside it."""
+    r"""The rows, each plain transfer or sequence row with its ``cause``
+    (:func:`~graphformer.studies.transfer.cause`,
+    :func:`~graphformer.studies.oversquash.sequence_cause`) from the control rows beside it."""
     out = []
     for r in rows:
         if r["task"] in TOPOLOGIES and r["variant"] == "plain":
@@ -63,6 +64,11 @@ def with_causes(rows: List[Dict]) -> List[Dict]:
                    and c["distance"] == r["distance"] and c["seed"] == r["seed"]
                    and c["variant"] != "plain"]
             r = dict(r, cause=transfer.cause(r, ctl))
+        elif r["task"] in SEQUENCE_TASKS and r["variant"] == "plain":
+            ctl = [c for c in rows if c["task"] == r["task"] and c["length"] == r["length"]
+                   and c["method"] == r["method"] and c["num_pause"] == r["num_pause"]
+                   and c["seed"] == r["seed"] and c["variant"] != "plain"]
+            r = dict(r, cause=sequence_cause(r, ctl))
         out.append(r)
     return out
 

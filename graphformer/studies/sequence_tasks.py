@@ -2,11 +2,10 @@ r"""Training and diagnosis of attention stacks on the causal sequence tasks (Bar
 al. 2024), with and without pause tokens, with gradient-descent or Nesterov stacking."""
 from __future__ import annotations
 
-import time
-from typing import Dict, Iterator, Optional, Tuple
+from dataclasses import replace
+from typing import Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphformer.datasets import CopyFirstToken, CopyLastToken, CountOnes
@@ -14,6 +13,8 @@ from graphformer.diagnostics import runway_profile
 from graphformer.graph import CausalGraph
 from graphformer.models import FeatureEmbedding, GraphModel
 from graphformer.nn import AttentionConv, FeedForward, Oracle, Stack
+from graphformer.studies.fit import fit
+from graphformer.studies.graph_tasks import Budget
 from graphformer.transforms import AddPauseTokens
 
 SEQUENCE_TASKS = {"copy_first": CopyFirstToken, "copy_last": CopyLastToken,
@@ -36,15 +37,40 @@ def build_sequence_model(vocab_size: int, num_classes: int, hidden: int = 32,
     return GraphModel(FeatureEmbedding([vocab_size + 1], hidden), stack, head, readout="node")
 
 
+#: The sequence tasks' budget: the fast budget's optimisation (AdamW, a warm-up over 5% of
+#: the steps to 3e-3 and a cosine decay) over ``epochs`` passes of batches of 64, an
+#: evaluation after every epoch, a stop at train accuracy 1.0.
+SEQUENCE_BATCH = 64
+
+
+def sequence_budget(epochs: int) -> Budget:
+    r"""The budget of a sequence run of at most ``epochs`` epochs (:data:`SEQUENCE_BATCH`)."""
+    return replace(Budget.fast(), batch_size=SEQUENCE_BATCH, max_epochs=epochs,
+                   eval_every_epochs=1, min_steps=None)
+
+
+class SequenceBatch(NamedTuple):
+    r"""One mini-batch of :class:`SequenceBatcher`."""
+    x: Tensor
+    graph: CausalGraph
+    readout: Tensor
+    y: Tensor
+
+    def logits(self, model: GraphModel) -> Tensor:
+        r"""``model``'s predictions at the read-out positions."""
+        return model(self.x, self.graph, index=self.readout)
+
+
 class SequenceBatcher:
-    r"""Mini-batches ``(x, graph, readout, y)`` of equal-length token sequences on the
-    causal DAG; with ``num_pause > 0`` every sequence gets that many pause tokens
+    r"""Mini-batches (:class:`SequenceBatch`) of equal-length token sequences on the
+    causal DAG (with ``causal=False``, every pair of a sequence: the control without the
+    causal mask); with ``num_pause > 0`` every sequence gets that many pause tokens
     appended (:class:`~graphformer.transforms.AddPauseTokens`, suffix layout) and the
     read-out moves to the last pause, so the answer is given after "thinking"."""
 
     def __init__(self, dataset, index: Tensor, batch_size: int, num_pause: int = 0,
                  shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu"), causal: bool = True) -> None:
         self.tokens = dataset.tokens
         self.y = dataset.labels
         self.length = self.tokens.size(1)
@@ -52,6 +78,7 @@ class SequenceBatcher:
         self.index, self.batch_size, self.shuffle = index, batch_size, shuffle
         self.generator, self.device = generator, device
         self.pauses = AddPauseTokens(num_pause) if num_pause else None
+        self.causal = causal
         self._graphs: Dict[int, Tuple[CausalGraph, Optional[Tensor]]] = {}
 
     def graph(self, num_sequences: int) -> Tuple[CausalGraph, Optional[Tensor]]:
@@ -60,6 +87,8 @@ class SequenceBatcher:
             index = None
             if self.pauses is not None:
                 graph, _, index = self.pauses(graph)
+            if not self.causal:  # the same sequences (pauses included), every pair
+                graph = CausalGraph(graph.ptr, causal=False)
             self._graphs[num_sequences] = (graph.to(self.device),
                                            None if index is None else index.to(self.device))
         return self._graphs[num_sequences]
@@ -72,57 +101,39 @@ class SequenceBatcher:
             x = full.index_copy(0, index, x)
         return x.view(-1, 1), graph, graph.ptr[1:] - 1
 
-    def __iter__(self) -> Iterator[Tuple[Tensor, CausalGraph, Tensor, Tensor]]:
+    def __len__(self) -> int:
+        return -(-self.index.numel() // self.batch_size)
+
+    def __iter__(self) -> Iterator[SequenceBatch]:
         order = self.index
         if self.shuffle:
             order = order[torch.randperm(order.numel(), generator=self.generator)]
         for start in range(0, order.numel(), self.batch_size):
             ids = order[start:start + self.batch_size]
             x, graph, readout = self.make(self.tokens[ids])
-            yield x, graph, readout, self.y[ids].to(self.device)
+            yield SequenceBatch(x, graph, readout, self.y[ids].to(self.device))
 
 
-@torch.no_grad()
-def sequence_accuracy(model: GraphModel, batcher: SequenceBatcher) -> float:
-    model.eval()
-    right = total = 0
-    for x, graph, readout, y in batcher:
-        right += int((model(x, graph, index=readout).argmax(-1) == y).sum())
-        total += y.numel()
-    return right / max(total, 1)
-
-
-def train_sequence_task(model: GraphModel, dataset, *, num_pause: int = 0, epochs: int = 30,
-                        batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                        device: torch.device = torch.device("cpu")) -> Dict[str, float]:
-    r"""Trains on the stratified split with AdamW and reports the best test accuracy
-    (and the train accuracy at that epoch)."""
+def train_sequence_task(model: GraphModel, dataset, budget: Budget, *, num_pause: int = 0,
+                        causal: bool = True, seed: int = 0,
+                        device: torch.device = torch.device("cpu"),
+                        progress: Optional[Callable[[float], None]] = None) -> Dict[str, float]:
+    r"""Trains ``model`` on the stratified split of ``dataset`` with the studies' fit loop
+    (:func:`graphformer.studies.fit.fit`) under ``budget`` (e.g. :func:`sequence_budget`);
+    ``causal=False`` drops the causal mask (every position attends to every other: the
+    control). Returns the best train accuracy, the test accuracy on the held-out split at
+    that evaluation, the steps, epochs and seconds."""
+    budget.validate()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train_idx, test_idx = dataset.split(seed)
-    train = SequenceBatcher(dataset, train_idx, batch_size, num_pause, True, gen, device)
-    train_eval = SequenceBatcher(dataset, train_idx, 512, num_pause, device=device)
-    test = SequenceBatcher(dataset, test_idx, 512, num_pause, device=device)
+    make = lambda idx, size, shuffle: SequenceBatcher(  # noqa: E731
+        dataset, idx, size, num_pause, shuffle, gen, device, causal)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    best = dict(test_acc=-1.0, train_acc=0.0, epoch=0)
-    start = time.perf_counter()
-    steps = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for x, graph, readout, y in train:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x, graph, index=readout), y).backward()
-            opt.step()
-            steps += 1
-        test_acc = sequence_accuracy(model, test)
-        if test_acc > best["test_acc"]:
-            best = dict(test_acc=test_acc, train_acc=sequence_accuracy(model, train_eval),
-                        epoch=epoch)
-        if best["train_acc"] >= 1.0 and best["test_acc"] >= 1.0:
-            break
-    best.update(epochs=epoch, steps=steps, seconds=time.perf_counter() - start)
-    return best
+    result = fit(model, budget, make(train_idx, budget.batch_size, True),
+                 make(train_idx, 512, False), make(test_idx, 512, False),
+                 num_train=train_idx.numel(), progress=progress)
+    return dict(result, num_train=int(train_idx.numel()), num_test=int(test_idx.numel()))
 
 
 def sequence_runway(model: GraphModel, dataset, num_pause: int = 0) -> Tensor:

@@ -17,10 +17,12 @@ class Sweep:
         store (ResultStore): finished rows by key; cells already there are not rerun
             (resume), and every new row is written at once.
         fn: one cell's work (see :meth:`~graphformer.studies.executor.RayExecutor.run_cells`).
-        cost: a cell's relative cost: the dearest start first, and the bar counts it.
+        cost: a cell's expected cost (CPU seconds, roughly): the progress bar counts it.
+        priority: the order in which cells start, the highest first (default: ``cost``;
+            a study passes the cost of a cell and of the controls that may follow it).
         controls: the controls hook, ``controls(rows) -> cells``, called with every
             finished row so far; the cells it returns that the sweep has not seen join the
-            queue (a control behind a failure).
+            head of the queue (a control behind a failure).
         workers (int): runs at a time (the rows do not depend on it).
         executor (RayExecutor, optional): runs the cells (default: a local Ray instance
             with ``workers`` CPUs).
@@ -28,10 +30,12 @@ class Sweep:
     """
 
     def __init__(self, store: ResultStore, fn: Callable[[Any, Callable], Dict], *,
-                 cost: Callable[[Any], float], controls: Callable[[List[Dict]], Sequence] =
+                 cost: Callable[[Any], float],
+                 priority: Optional[Callable[[Any], float]] = None, controls: Callable[[List[Dict]], Sequence] =
                  lambda rows: (), workers: int = 1, desc: str = "sweep",
                  executor: Optional[RayExecutor] = None) -> None:
         self.store, self.fn, self.cost, self.controls = store, fn, cost, controls
+        self.priority = priority or cost
         self.workers, self.desc = workers, desc
         self.executor = executor or RayExecutor(workers=workers)
         self.cells: Dict[str, Any] = {}  # every cell planned, controls included
@@ -83,9 +87,9 @@ class Sweep:
             for key in self.cells:
                 if key in self.store:
                     advance(key, 1.0)
-            todo = [(k, c) for k, c in sorted(self.cells.items(), key=lambda kc: -self.cost(kc[1]))
-                    if k not in self.store]
-            todo += more()
+            todo = [(k, c) for k, c in self.cells.items() if k not in self.store]
+            todo += more()  # on a resume, the controls its rows already call for
+            todo.sort(key=lambda kc: -self.priority(kc[1]))
             self.failures = self.executor.run_cells(todo, self.fn, on_done=finished,
                                                     on_progress=advance, on_start=started)
         return self.failures
