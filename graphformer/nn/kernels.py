@@ -291,14 +291,89 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk), edge_kv, bias)
 
 
+class _ToPadded(torch.autograd.Function):
+    r"""Rows ``[N, ...]`` into a zero ``[R, ...]`` layout at ``index``; saves only the
+    index (autograd's ``index_copy`` keeps its source alive: for ``q, k, v`` as views
+    of one fused projection, the whole ``[N, 3 H d]`` projection per layer)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, rows: int) -> Tensor:
+        ctx.save_for_backward(index)
+        return x.new_zeros(rows, *x.shape[1:]).index_copy_(0, index, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None
+
+
 def _padded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
     # [N, H, d] -> [B, H, T, d]
-    return graph.to_padded(t).transpose(1, 2)
+    B, T = graph.num_sequences, graph.max_length
+    if graph.is_uniform or torch.compiler.is_compiling():
+        return graph.to_padded(t).transpose(1, 2)
+    return _ToPadded.apply(t, graph.dense_index, B * T).view(B, T, *t.shape[1:]).transpose(1, 2)
 
 
 def _unpadded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
     # [B, H, T, d] -> [N, H, d]
     return graph.from_padded(t.transpose(1, 2))
+
+
+def _complete(graph: CausalGraph) -> bool:
+    r"""``True`` when each sequence is a complete graph (every node sees every node of
+    its sequence) and none is empty: only the padded keys need a mask."""
+    return (graph.is_dense and not graph.causal and graph.num_nodes > 0
+            and bool((graph.lengths > 0).all()))
+
+
+def _real_keys(graph: CausalGraph) -> Tensor:
+    r"""``[B, 1, 1, T]``: which padded positions hold a node."""
+    B, T = graph.num_sequences, graph.max_length
+    pos = torch.arange(T, device=graph.device)
+    return (pos < graph.lengths.unsqueeze(1)).view(B, 1, 1, T)
+
+
+def _key_bias(graph: CausalGraph, dtype: torch.dtype) -> Tensor:
+    r"""``[B, 1, 1, T]``: 0 at the positions that hold a node, ``-inf`` in padding."""
+    keys = _real_keys(graph)
+    return torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill_(
+        ~keys, float("-inf"))
+
+
+class _CompleteFlash(torch.autograd.Function):
+    r"""SDPA's fused CPU kernel (the one :func:`~torch.nn.functional.
+    scaled_dot_product_attention` runs) on the padded layout of complete graphs, with
+    the ``[B, 1, 1, T]`` key-padding ``key_bias``: the same forward and backward ops,
+    but it keeps the output's ``[N, H, d]`` rows (the tensor the next layer keeps too)
+    instead of the padded output, and pads them again in the backward pass. The padded
+    rows' output never matters there: their output gradient is 0."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, index: Tensor, B: int, T: int,
+                key_bias: Tensor) -> Tensor:
+        H, d = q.shape[1:]
+        qp, kp, vp = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
+                      .view(B, T, H, d).transpose(1, 2) for x in (q, k, v))
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            qp, kp, vp, 0.0, False, attn_mask=key_bias)
+        rows = out.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)
+        ctx.save_for_backward(qp, kp, vp, rows, lse, index, key_bias)
+        ctx.B, ctx.T = B, T
+        return rows
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        qp, kp, vp, rows, lse, index, key_bias = ctx.saved_tensors
+        B, T = ctx.B, ctx.T
+        H, d = rows.shape[1:]
+        out, g = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
+                  .view(B, T, H, d).transpose(1, 2) for x in (rows, grad))
+        gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g, qp, kp, vp, out, lse, 0.0, False, attn_mask=key_bias)
+        unpad = lambda x: x.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)  # noqa: E731
+        return unpad(gq), unpad(gk), unpad(gv), None, None, None, None
 
 
 def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
@@ -407,11 +482,8 @@ def padded_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
     B, T = graph.num_sequences, graph.max_length
     b, t = graph.batch, graph.position
     key_bias = mask = has_key = None
-    if graph.is_dense and not graph.causal:
-        # complete graphs: only padding is masked, and every node has a key (itself)
-        pos = torch.arange(T, device=q.device)
-        key_bias = torch.zeros(B, T, dtype=q.dtype, device=q.device).masked_fill_(
-            pos >= graph.lengths.to(q.device).unsqueeze(1), float("-inf"))
+    if _complete(graph):  # only padding is masked, and every node has a key (itself)
+        key_bias = _key_bias(graph, q.dtype).view(B, T)
     else:
         mask, has_key = _masked_rows(graph)
     out = _PaddedAttention.apply(q, k, v, b, t, B, T, key_bias, mask, float(dropout))
@@ -433,11 +505,19 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
         # SDPA has no fused kernel with dropout on CPU (its math path keeps four
         # [B, H, T, T] tensors); the same computation in fewer passes and less memory
         return padded_attention(q, k, v, graph, dropout=p)
+    complete = bias is None and _complete(graph)
+    if complete and q.device.type == "cpu" and p == 0.0 and not torch.compiler.is_compiling():
+        return _CompleteFlash.apply(q, k, v, graph.dense_index, graph.num_sequences,
+                                    graph.max_length, _key_bias(graph, q.dtype))
     qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
     # Right padding never leaks into real rows under the causal rule (padded keys come
     # after every real query), so the unmasked causal kernel stays exact with padding.
     if bias is None and graph.is_dense and (graph.causal or graph.is_uniform):
         out = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=p, is_causal=graph.causal)
+        return _unpadded_heads(graph, out)
+    if complete:  # only the padded keys are masked: [B, 1, 1, T], not [B, 1, T, T]
+        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=_real_keys(graph),
+                                             dropout_p=p)
         return _unpadded_heads(graph, out)
     mask, has_key = _masked_rows(graph)
     if bias is None:
