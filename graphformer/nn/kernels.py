@@ -323,6 +323,8 @@ def _unpadded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
 def _complete(graph: CausalGraph) -> bool:
     r"""``True`` when each sequence is a complete graph (every node sees every node of
     its sequence) and none is empty: only the padded keys need a mask."""
+    if torch.compiler.is_compiling():  # no host sync inside a compiled graph
+        return False
     return (graph.is_dense and not graph.causal and graph.num_nodes > 0
             and bool((graph.lengths > 0).all()))
 
@@ -342,8 +344,8 @@ def _key_bias(graph: CausalGraph, dtype: torch.dtype) -> Tensor:
 
 
 class _CompleteFlash(torch.autograd.Function):
-    r"""SDPA's fused CPU kernel (the one :func:`~torch.nn.functional.
-    scaled_dot_product_attention` runs) on the padded layout of complete graphs, with
+    r"""SDPA's fused CPU kernel (the one ``F.scaled_dot_product_attention`` runs) on
+    the padded layout of complete graphs, with
     the ``[B, 1, 1, T]`` key-padding ``key_bias``: the same forward and backward ops,
     but it keeps the output's ``[N, H, d]`` rows (the tensor the next layer keeps too)
     instead of the padded output, and pads them again in the backward pass. The padded
