@@ -503,9 +503,11 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
     a per-edge score ``bias`` ``[E, H]`` is given (rows in the order of ``edge_index``,
     by default ``graph.edge_index``). ``q, k, v``: ``[N, H, d]``; returns ``[N, H, d]``."""
     p = dropout if training else 0.0
-    if p > 0.0 and bias is None and not torch.compiler.is_compiling():
+    if (p > 0.0 and bias is None and q.device.type == "cpu"
+            and not torch.compiler.is_compiling()):
         # SDPA has no fused kernel with dropout on CPU (its math path keeps four
         # [B, H, T, T] tensors); the same computation in fewer passes and less memory
+        # (on CUDA, SDPA's fused kernels carry dropout themselves)
         return padded_attention(q, k, v, graph, dropout=p)
     complete = bias is None and _complete(graph)
     if complete and q.device.type == "cpu" and p == 0.0 and not torch.compiler.is_compiling():
