@@ -50,7 +50,8 @@ from graphformer.graph import CausalGraph
 
 __all__ = ["KERNELS", "attention", "choose_kernel", "edge_attention",
            "edge_attention_reference", "edge_scores", "sdpa_attention", "flex_attention",
-           "dense_bias", "all_finite", "quarantine", "sees"]
+           "dense_bias", "all_finite", "quarantine", "sees", "padded_attention",
+           "dropout_keep"]
 
 KERNELS = ("auto", "edge", "sdpa", "flex")
 
@@ -322,14 +323,91 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk), edge_kv, bias)
 
 
+class _ToPadded(torch.autograd.Function):
+    r"""Rows ``[N, ...]`` into a zero ``[R, ...]`` layout at ``index``; saves only the
+    index (autograd's ``index_copy`` keeps its source alive: for ``q, k, v`` as views
+    of one fused projection, the whole ``[N, 3 H d]`` projection per layer)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, rows: int) -> Tensor:
+        ctx.save_for_backward(index)
+        return x.new_zeros(rows, *x.shape[1:]).index_copy_(0, index, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None
+
+
 def _padded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
     # [N, H, d] -> [B, H, T, d]
-    return graph.to_padded(t).transpose(1, 2)
+    B, T = graph.num_sequences, graph.max_length
+    if graph.is_uniform or torch.compiler.is_compiling():
+        return graph.to_padded(t).transpose(1, 2)
+    return _ToPadded.apply(t, graph.dense_index, B * T).view(B, T, *t.shape[1:]).transpose(1, 2)
 
 
 def _unpadded_heads(graph: CausalGraph, t: Tensor) -> Tensor:
     # [B, H, T, d] -> [N, H, d]
     return graph.from_padded(t.transpose(1, 2))
+
+
+def _complete(graph: CausalGraph) -> bool:
+    r"""``True`` when each sequence is a complete graph (every node sees every node of
+    its sequence) and none is empty: only the padded keys need a mask."""
+    if torch.compiler.is_compiling():  # no host sync inside a compiled graph
+        return False
+    return (graph.is_dense and not graph.causal and graph.num_nodes > 0
+            and bool((graph.lengths > 0).all()))
+
+
+def _real_keys(graph: CausalGraph) -> Tensor:
+    r"""``[B, 1, 1, T]``: which padded positions hold a node."""
+    B, T = graph.num_sequences, graph.max_length
+    pos = torch.arange(T, device=graph.device)
+    return (pos < graph.lengths.unsqueeze(1)).view(B, 1, 1, T)
+
+
+def _key_bias(graph: CausalGraph, dtype: torch.dtype) -> Tensor:
+    r"""``[B, 1, 1, T]``: 0 at the positions that hold a node, ``-inf`` in padding."""
+    keys = _real_keys(graph)
+    return torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill_(
+        ~keys, float("-inf"))
+
+
+class _CompleteFlash(torch.autograd.Function):
+    r"""SDPA's fused CPU kernel (the one ``F.scaled_dot_product_attention`` runs) on
+    the padded layout of complete graphs, with
+    the ``[B, 1, 1, T]`` key-padding ``key_bias``: the same forward and backward ops,
+    but it keeps the output's ``[N, H, d]`` rows (the tensor the next layer keeps too)
+    instead of the padded output, and pads them again in the backward pass. The padded
+    rows' output never matters there: their output gradient is 0."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, index: Tensor, B: int, T: int,
+                key_bias: Tensor) -> Tensor:
+        H, d = q.shape[1:]
+        qp, kp, vp = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
+                      .view(B, T, H, d).transpose(1, 2) for x in (q, k, v))
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            qp, kp, vp, 0.0, False, attn_mask=key_bias)
+        rows = out.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)
+        ctx.save_for_backward(qp, kp, vp, rows, lse, index, key_bias)
+        ctx.B, ctx.T = B, T
+        return rows
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        qp, kp, vp, rows, lse, index, key_bias = ctx.saved_tensors
+        B, T = ctx.B, ctx.T
+        H, d = rows.shape[1:]
+        out, g = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
+                  .view(B, T, H, d).transpose(1, 2) for x in (rows, grad))
+        gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g, qp, kp, vp, out, lse, 0.0, False, attn_mask=key_bias)
+        unpad = lambda x: x.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)  # noqa: E731
+        return unpad(gq), unpad(gk), unpad(gv), None, None, None, None
 
 
 def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
@@ -365,6 +443,102 @@ def dense_bias(graph: CausalGraph, bias: Tensor, edge_index: Tensor) -> Tensor:
     return out.view(B, T, T, H).permute(0, 3, 1, 2)
 
 
+def dropout_keep(shape, p: float, device: torch.device) -> Tensor:
+    r"""The keep mask of dropout with probability ``p``: a boolean tensor of ``shape``,
+    each entry ``True`` with probability ``1 - p`` (a uniform draw ``u >= p``, the same
+    Bernoulli distribution as :func:`torch.nn.functional.dropout`'s mask; on CPU a
+    uniform draw and a comparison took a third of the time of ``bernoulli_``)."""
+    return torch.empty(shape, device=device).uniform_().ge_(p).bool()
+
+
+def _pad(x: Tensor, b: Tensor, t: Tensor, B: int, T: int) -> Tensor:
+    r"""Rows ``[N, H, d]`` at ``(b, t)`` of a zero ``[B * H, T, d]`` layout (one
+    indexed copy, strided rows read as they are)."""
+    N, H, d = x.shape
+    out = x.new_zeros(B, H, T, d)
+    out[b, :, t] = x
+    return out.view(B * H, T, d)
+
+
+class _PaddedAttention(torch.autograd.Function):
+    r"""Attention on the padded ``[B, H, T, d]`` layout with attention dropout, for
+    training where SDPA leaves its fused kernels (it has no dropout on CPU) for its math
+    path. From the ``[N, H, d]`` rows it builds the padded ``q, k, v`` in one indexed
+    copy each, and computes
+
+    .. math::
+        \mathbf{O} = \frac{1}{1 - p}\,(\mathbf{A} \odot \mathbf{K}_{eep})\,\mathbf{V},
+        \qquad \mathbf{A} = \operatorname{softmax}\Big(\frac{\mathbf{Q}\mathbf{K}^\top}
+        {\sqrt{d}} + \mathbf{M}\Big)
+
+    with the additive mask :math:`\mathbf{M}` (0 where a key is allowed, ``-inf``
+    elsewhere) fused into the score product when it only masks keys (each graph's
+    complete graph: ``key_bias`` ``[B, T]``), or filled in after it (``mask`` ``[B, T,
+    T]``). It keeps only ``q, k, v``, the weights :math:`\mathbf{A}` and the boolean keep
+    mask for the backward pass (the math path keeps the scores' dropout noise and the
+    dropped weights too), and returns the ``[N, H, d]`` rows. Rows of padding never
+    reach the output."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, b: Tensor, t: Tensor, B: int,
+                T: int, key_bias: Optional[Tensor], mask: Optional[Tensor],
+                p: float) -> Tensor:
+        N, H, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        qp, kp, vp = (_pad(x, b, t, B, T) for x in (q, k, v))
+        kt = kp.transpose(1, 2)
+        if key_bias is not None:  # [B, T] -> [B * H, 1, T]: broadcast over the queries
+            bias = key_bias.unsqueeze(1).expand(B, H, T).reshape(B * H, 1, T)
+            s = torch.baddbmm(bias, qp, kt, alpha=scale)
+        else:
+            s = torch.bmm(qp, kt).mul_(scale)
+            s.view(B, H, T, T).masked_fill_(~mask.unsqueeze(1), float("-inf"))
+        attn = torch.softmax(s, dim=-1)
+        del s
+        keep = dropout_keep(attn.shape, p, attn.device)
+        out = torch.bmm(attn * keep, vp).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(qp, kp, vp, attn, keep, b, t)
+        ctx.sizes = (B, H, T, d, scale, p)
+        return out.view(B, H, T, d)[b, :, t]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        qp, kp, vp, attn, keep, b, t = ctx.saved_tensors
+        B, H, T, d, scale, p = ctx.sizes
+        g = _pad(grad_out.mul(1.0 / (1.0 - p)), b, t, B, T)
+        grad_v = torch.bmm((attn * keep).transpose(1, 2), g)
+        grad_w = torch.bmm(g, vp.transpose(1, 2)).mul_(keep)
+        grad_s = torch._softmax_backward_data(grad_w, attn, -1, attn.dtype)
+        del grad_w
+        grad_q = torch.bmm(grad_s, kp).mul_(scale)
+        grad_k = torch.bmm(grad_s.transpose(1, 2), qp).mul_(scale)
+        rows = lambda x: x.view(B, H, T, d)[b, :, t]  # noqa: E731
+        return (rows(grad_q), rows(grad_k), rows(grad_v), None, None, None, None, None,
+                None, None)
+
+
+def padded_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
+                     dropout: float) -> Tensor:
+    r"""Attention with dropout on the padded layout of ``graph`` (no score bias):
+    ``q, k, v`` ``[N, H, d]``, returns ``[N, H, d]``. Equal in distribution to SDPA's
+    math path with ``dropout_p`` (the same weights, the same Bernoulli keep mask), with
+    fewer passes over the ``[B, H, T, T]`` weights, a cheaper draw of the mask and less
+    memory kept for the backward pass. Rows with no allowed key give 0."""
+    B, T = graph.num_sequences, graph.max_length
+    b, t = graph.batch, graph.position
+    key_bias = mask = has_key = None
+    if _complete(graph):  # only padding is masked, and every node has a key (itself)
+        key_bias = _key_bias(graph, q.dtype).view(B, T)
+    else:
+        mask, has_key = _masked_rows(graph)
+    out = _PaddedAttention.apply(q, k, v, b, t, B, T, key_bias, mask, float(dropout))
+    if has_key is not None:
+        rows = has_key.view(B, T)[b, t].view(-1, 1, 1)  # [N, 1, 1]
+        out = torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
+    return out
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
                    bias: Optional[Tensor] = None, edge_index: Optional[Tensor] = None,
                    dropout: float = 0.0, training: bool = False) -> Tensor:
@@ -384,11 +558,25 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, graph: CausalGraph, *,
         (torch.Size([5, 2, 4]), True)
     """
     p = dropout if training else 0.0
+    if (p > 0.0 and bias is None and q.device.type == "cpu"
+            and not torch.compiler.is_compiling()):
+        # SDPA has no fused kernel with dropout on CPU (its math path keeps four
+        # [B, H, T, T] tensors); the same computation in fewer passes and less memory
+        # (on CUDA, SDPA's fused kernels carry dropout themselves)
+        return padded_attention(q, k, v, graph, dropout=p)
+    complete = bias is None and _complete(graph)
+    if complete and q.device.type == "cpu" and p == 0.0 and not torch.compiler.is_compiling():
+        return _CompleteFlash.apply(q, k, v, graph.dense_index, graph.num_sequences,
+                                    graph.max_length, _key_bias(graph, q.dtype))
     qp, kp, vp = (_padded_heads(graph, t) for t in (q, k, v))
     # Right padding never leaks into real rows under the causal rule (padded keys come
     # after every real query), so the unmasked causal kernel stays exact with padding.
     if bias is None and graph.is_dense and (graph.causal or graph.is_uniform):
         out = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=p, is_causal=graph.causal)
+        return _unpadded_heads(graph, out)
+    if complete:  # only the padded keys are masked: [B, 1, 1, T], not [B, 1, T, T]
+        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=_real_keys(graph),
+                                             dropout_p=p)
         return _unpadded_heads(graph, out)
     mask, has_key = _masked_rows(graph)
     if bias is None:
