@@ -137,13 +137,17 @@ def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
 
 # ---------------------------------------------------------------------- update methods
 class _Axpby(torch.autograd.Function):
-    r"""``a * x + b * y`` for 0-d tensors ``a``, ``b`` (``a = None``: 1) in two kernels,
-    with the scalars' gradients as dot products (no ``[N, C]`` temporary per scalar)."""
+    r"""``a * x + b * y`` for 0-d tensors ``a``, ``b`` (``a = None``: 1) in two kernels
+    (one for ``a = None``), with the scalars' gradients as dot products (no ``[N, C]``
+    temporary per scalar)."""
 
     @staticmethod
     def forward(ctx, a, x, b, y):
-        out = torch.mul(x, a) if a is not None else x.clone()
-        out.addcmul_(b, y)  # one pass: out += b * y
+        if a is None:
+            out = torch.addcmul(x, b, y)  # one pass: x + b * y
+        else:
+            out = torch.mul(x, a)
+            out.addcmul_(b, y)  # one pass: out += b * y
         ctx.save_for_backward(a if a is not None else x.new_empty(0), x, b, y)
         ctx.has_a = a is not None
         return out
