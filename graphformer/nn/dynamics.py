@@ -156,12 +156,13 @@ class _Axpby(torch.autograd.Function):
     def backward(ctx, g):
         a, x, b, y = ctx.saved_tensors
         ga = gx = gb = gy = None
+        # under autocast x or y may be bf16 while g is float32: the dots take g's dtype
         if ctx.has_a and ctx.needs_input_grad[0]:
-            ga = torch.vdot(g.reshape(-1), x.reshape(-1)).reshape(a.shape)
+            ga = torch.vdot(g.reshape(-1), x.reshape(-1).to(g.dtype)).reshape(a.shape)
         if ctx.needs_input_grad[1]:
             gx = g * a if ctx.has_a else g
         if ctx.needs_input_grad[2]:
-            gb = torch.vdot(g.reshape(-1), y.reshape(-1)).reshape(b.shape)
+            gb = torch.vdot(g.reshape(-1), y.reshape(-1).to(g.dtype)).reshape(b.shape)
         if ctx.needs_input_grad[3]:
             gy = g * b
         return ga, gx, gb, gy
