@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
-__all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "json_safe",
-           "remove_stale_temps", "check_writable_dir"]
+__all__ = ["atomic_write", "write_text_atomic", "append_text", "write_json_atomic",
+           "json_safe", "remove_stale_temps", "check_writable_dir"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,6 +74,21 @@ def atomic_write(path: PathLike, write: Callable[[IO], None], binary: bool = Fal
 def write_text_atomic(path: PathLike, text: str) -> None:
     r"""Writes ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text))
+
+
+def append_text(path: PathLike, text: str) -> None:
+    r"""Appends ``text`` to ``path``: the one file a run does not rewrite whole, its JSONL
+    log (a line torn by a kill is skipped on reading, and a resumed run rewrites the log
+    atomically up to its checkpoint). A full disk raises ``OSError(ENOSPC)`` naming
+    ``path``."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        if _disk_full(e):
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path}",
+                          str(path)) from e
+        raise
 
 
 def json_safe(obj: Any) -> Any:

@@ -47,3 +47,22 @@ def test_fused_momentum_update_gradients():
     assert torch.autograd.gradcheck(axpby, (a, x, b, y))
     assert torch.autograd.gradcheck(lambda x, b, y: axpby(None, x, b, y), (x, b, y))
     torch.testing.assert_close(axpby(a, x, b, y), a * x + b * y)
+
+
+def test_fused_momentum_update_with_a_bf16_direction():
+    # under autocast an oracle's output is bf16 while the velocity stays float32: the
+    # backward's dot products must take the gradient's dtype (it raised a dtype error)
+    from graphformer.nn.dynamics import axpby
+    a, b = torch.tensor(0.3, requires_grad=True), torch.tensor(-1.7, requires_grad=True)
+    x = torch.randn(5, 3, requires_grad=True)
+    y = torch.randn(5, 3).to(torch.bfloat16).requires_grad_(True)
+    axpby(a, x, b, y).square().sum().backward()
+    grads = [t.grad.clone() for t in (a, x, b, y)]
+    for t in (a, x, b, y):
+        t.grad = None
+    (a * x + b * y.float()).square().sum().backward()
+    for got, t in zip(grads, (a, x, b, y)):
+        assert got.dtype == t.dtype
+        torch.testing.assert_close(got, t.grad, atol=1e-2, rtol=1e-2)
+    ga = grads[0]
+    assert torch.isfinite(ga) and ga.dim() == 0

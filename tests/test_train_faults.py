@@ -159,6 +159,35 @@ def test_disk_full_is_named_and_the_last_checkpoint_kept(tmp_path, corpus, monke
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_disk_full_while_logging_names_the_log(tmp_path, monkeypatch):
+    import graphformer.io as io_module
+    from graphformer.train.log import Log
+
+    log = Log(tmp_path / "log.jsonl", None)
+    log(iter=1, loss=2.0)
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_module, "open", FullDisk, raising=False)
+    with pytest.raises(OSError, match=r"No space left on device while writing .*log\.jsonl") as e:
+        log(iter=2, loss=1.0)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert [json.loads(line)["iter"] for line in
+            (tmp_path / "log.jsonl").read_text().splitlines()] == [1]
+
+
 def test_stale_temp_files_are_removed_at_start(tmp_path, corpus):
     torch.manual_seed(0)
     train(NanoLM(NanoConfig(vocab_size=corpus.vocab_size)), corpus, _cfg(tmp_path, max_iters=4))
@@ -232,7 +261,7 @@ def uninterrupted(tmp_path_factory):
     return load_checkpoint(out / "gpt-s0" / CHECKPOINT_NAME)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_at_a_checkpoint_then_resumed_is_bitwise_the_same(tmp_path, uninterrupted, sig):
     proc = _lm(tmp_path, wait=False)
     ckpt = tmp_path / "gpt-s0" / CHECKPOINT_NAME
@@ -244,12 +273,13 @@ def test_killed_at_a_checkpoint_then_resumed_is_bitwise_the_same(tmp_path, unint
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
-    else:  # one line on how to resume, no traceback
-        assert proc.returncode == 143, err
+    else:  # SIGTERM as Ctrl-C: one line on how to resume, no traceback
+        name = signal.Signals(sig).name
+        assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
         assert "Traceback" not in err
         last = err.strip().splitlines()[-1]
-        assert re_search(r"stopped by SIGTERM after step \d+: .*ckpt\.pt \(step \d+\) is kept; "
-                         r"resume=True \(benchmarks/lm\.py --resume\)", last), err
+        assert re_search(rf"stopped by {name} after step \d+: .*ckpt\.pt \(step \d+\) is "
+                         r"kept; resume=True \(benchmarks/lm\.py --resume\)", last), err
     stopped = load_checkpoint(ckpt)["iter_num"]
     assert 0 < stopped < 120
     _lm(tmp_path, "--resume")

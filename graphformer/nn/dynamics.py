@@ -158,13 +158,17 @@ def resolve_scheme(scheme: Union[str, Scheme]) -> Scheme:
 
 # ---------------------------------------------------------------------- update methods
 class _Axpby(torch.autograd.Function):
-    r"""``a * x + b * y`` for 0-d tensors ``a``, ``b`` (``a = None``: 1) in two kernels,
-    with the scalars' gradients as dot products (no ``[N, C]`` temporary per scalar)."""
+    r"""``a * x + b * y`` for 0-d tensors ``a``, ``b`` (``a = None``: 1) in two kernels
+    (one for ``a = None``), with the scalars' gradients as dot products (no ``[N, C]``
+    temporary per scalar)."""
 
     @staticmethod
     def forward(ctx, a, x, b, y):
-        out = torch.mul(x, a) if a is not None else x.clone()
-        out.addcmul_(b, y)  # one pass: out += b * y
+        if a is None:
+            out = torch.addcmul(x, b, y)  # one pass: x + b * y
+        else:
+            out = torch.mul(x, a)
+            out.addcmul_(b, y)  # one pass: out += b * y
         ctx.save_for_backward(a if a is not None else x.new_empty(0), x, b, y)
         ctx.has_a = a is not None
         return out
@@ -173,12 +177,13 @@ class _Axpby(torch.autograd.Function):
     def backward(ctx, g):
         a, x, b, y = ctx.saved_tensors
         ga = gx = gb = gy = None
+        # under autocast x or y may be bf16 while g is float32: the dots take g's dtype
         if ctx.has_a and ctx.needs_input_grad[0]:
-            ga = torch.vdot(g.reshape(-1), x.reshape(-1)).reshape(a.shape)
+            ga = torch.vdot(g.reshape(-1), x.reshape(-1).to(g.dtype)).reshape(a.shape)
         if ctx.needs_input_grad[1]:
             gx = g * a if ctx.has_a else g
         if ctx.needs_input_grad[2]:
-            gb = torch.vdot(g.reshape(-1), y.reshape(-1)).reshape(b.shape)
+            gb = torch.vdot(g.reshape(-1), y.reshape(-1).to(g.dtype)).reshape(b.shape)
         if ctx.needs_input_grad[3]:
             gy = g * b
         return ga, gx, gb, gy

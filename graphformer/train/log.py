@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from graphformer.io import json_safe, write_text_atomic
+from graphformer.io import append_text, json_safe, write_text_atomic
 
 __all__ = ["LOG_NAME", "Log", "read_log", "show", "flops_per_token", "model_flops_per_token"]
 
@@ -49,8 +49,7 @@ class Log:
     def __call__(self, **rec: Any) -> dict:
         self.records.append(rec)
         if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(self._line(rec))
+            append_text(self.path, self._line(rec))
         return rec
 
 
