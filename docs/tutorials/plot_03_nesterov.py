@@ -105,7 +105,8 @@ plt.show()
 
 corpus = TextCorpus.generated(200_000, seed=0)
 print(corpus)
-print(textwrap.fill(corpus.tokenizer.decode(corpus.data["train"][:160]), 80))
+excerpt = corpus.tokenizer.decode(corpus.data["train"][:160])
+print(textwrap.fill(excerpt[: excerpt.rfind(" ")], 80))  # cut at the last word boundary
 
 run = TrainConfig(max_iters=150, batch_size=16, block_size=32, learning_rate=3e-3,
                   warmup_iters=15, eval_interval=25, eval_iters=8, log_interval=5,
