@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphformer.datasets import TextCorpus, generate_stories
 from graphformer.models import GPT
-from graphformer.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+from graphformer.train import CHECKPOINT_NAME, load_checkpoint, train
+from test_train import _cfg, corpus  # noqa: F401  (the training set-up shared with test_train)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,18 +86,6 @@ class NanoLM(nn.Module):
                                    ignore_index=-1)
         return logits, loss
 
-
-@pytest.fixture(scope="module")
-def corpus():
-    return TextCorpus(generate_stories(20_000, seed=0))
-
-
-def _cfg(tmp_path, **kw):
-    base = dict(max_iters=8, batch_size=4, block_size=16, learning_rate=1e-2, warmup_iters=2,
-                eval_interval=4, eval_iters=2, log_interval=1, progress=False,
-                out_dir=str(tmp_path), device="cpu", seed=3)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_train_runs_a_model_that_views_its_targets(tmp_path, corpus):
