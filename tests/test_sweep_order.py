@@ -98,7 +98,8 @@ def test_only_a_run_expected_to_fail_carries_its_controls_cost():
     assert expected_controls(TreeCell("gcn", 2), settings) == [GCN3_CONTROL]
     for model in ("gin", "gat", "ggnn"):
         cell = TreeCell(model, 3)
-        assert expected_controls(cell, settings) == [] and priority(cell, settings) == cost(cell, settings)
+        assert expected_controls(cell, settings) == []
+        assert priority(cell, settings) == cost(cell, settings)
     ring = TransferCell("ring", "gat", 14)
     assert expected_controls(ring, settings) == [replace(ring, variant="fully_adjacent")]
     assert expected_controls(TransferCell("ring", "gat", 8), settings) == []

@@ -305,13 +305,15 @@ def sequence_cause(row: Dict, control_rows: Sequence[Dict]) -> str:
 #: and GGNN (CPU seconds over epochs, on two machines).
 STEP_COST = {"gcn": 1.0, "gin": 1.5, "gat": 1.5, "ggnn": 1.4}
 #: The default run's plain tree runs as measured with the fast budget, (epochs, train
-#: accuracy) by model and depth: the fresh-clone ``make run`` on 2 Intel Xeon cores
+#: accuracy) by model and depth: the fresh-clone ``make run`` on 2 Intel Xeon cores, seed 0
 #: (docs/results_oversquash.md, "Depths 2 and 3: the default run"). GIN, GAT and GGNN
-#: stop once they fit the trees; GCN at depth 3 runs all 400 epochs and ends below 0.99,
-#: so its control follows. Only the order of the runs reads it (:func:`priority`).
+#: stop once they fit the trees; GCN at depth 3 runs all 400 epochs and ends below 0.99
+#: (0.998 on another CPU: at the edge either way), so its control is expected. Only the
+#: order of the runs reads it (:func:`priority`).
 FAST_BUDGET_RUNS: Dict[Tuple[str, int], Tuple[int, float]] = {
-    ("gcn", 2): (210, 1.0), ("gin", 2): (100, 1.0), ("gat", 2): (135, 1.0), ("ggnn", 2): (105, 1.0),
-    ("gcn", 3): (400, 0.985), ("gin", 3): (130, 1.0), ("gat", 3): (305, 1.0), ("ggnn", 3): (290, 1.0),
+    ("gcn", 2): (210, 1.0), ("gin", 2): (100, 1.0), ("gat", 2): (135, 1.0),
+    ("ggnn", 2): (105, 1.0), ("gcn", 3): (400, 0.985), ("gin", 3): (130, 1.0),
+    ("gat", 3): (305, 1.0), ("ggnn", 3): (290, 1.0),
 }
 
 
