@@ -19,7 +19,9 @@ class Sweep:
         fn: one cell's work (see :meth:`~graphformer.studies.executor.RayExecutor.run_cells`).
         cost: a cell's expected cost (CPU seconds, roughly): the progress bar counts it.
         priority: the order in which cells start, the highest first (default: ``cost``;
-            a study passes the cost of a cell and of the controls that may follow it).
+            a study passes the expected cost of a cell and of the controls expected to
+            follow it). A resumed sweep orders what is left, and the controls its rows
+            already call for, by the same rule.
         controls: the controls hook, ``controls(rows) -> cells``, called with every
             finished row so far; the cells it returns that the sweep has not seen join the
             head of the queue (a control behind a failure).

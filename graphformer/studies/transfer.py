@@ -424,17 +424,24 @@ STEP_COST = {"gcn": 1.0, "gat": 2.1, "gin": 1.3, "sage": 1.0, "transformer": 4.0
 EXPECTED_EPOCHS_SOLVED = 20
 
 
+def expected_to_fail(cell: TransferCell) -> bool:
+    r"""Whether a plain cell is expected to end below :data:`SOLVED` (and so to run all
+    its epochs and call for its controls): the published curve puts it below, or has no
+    value for it. A control is expected to solve its cell (the default run's all did)."""
+    published = PUBLISHED_TRANSFER.get(cell.model, {}).get(cell.topology, {}).get(cell.distance)
+    return cell.variant == "plain" and (published is None or published < SOLVED)
+
+
 def cell_cost(cell: TransferCell, budget: TransferBudget = TransferBudget()) -> float:
     r"""The expected CPU seconds of a cell, roughly (an epoch's node-layer work times the
     epochs it is expected to run, times the model's step cost): all ``max_epochs`` for a
-    plain cell the published curve puts below :data:`SOLVED`, else
-    :data:`EXPECTED_EPOCHS_SOLVED` (capped by ``max_epochs``). Only the order in which a
-    sweep starts its cells and its progress bar use it; no row depends on it."""
+    cell :func:`expected_to_fail`, else :data:`EXPECTED_EPOCHS_SOLVED` (capped by
+    ``max_epochs``). Only the order in which a sweep starts its cells and its progress bar
+    use it; no row depends on it."""
     n = 2 * cell.distance if cell.topology != "clique_path" else 2 * cell.distance - 2
     model = "transformer" if cell.variant == "transformer" else cell.model
-    published = PUBLISHED_TRANSFER.get(cell.model, {}).get(cell.topology, {}).get(cell.distance)
-    fails = cell.variant == "plain" and (published is None or published < SOLVED)
-    epochs = budget.max_epochs if fails else min(EXPECTED_EPOCHS_SOLVED, budget.max_epochs)
+    epochs = budget.max_epochs if expected_to_fail(cell) \
+        else min(EXPECTED_EPOCHS_SOLVED, budget.max_epochs)
     return epochs * budget.num_train * n * cell.distance / 1e6 * STEP_COST[model]
 
 
