@@ -176,13 +176,15 @@ def memory_step(model: nn.Module, batch, device) -> int:
     return peak_memory(step, device)
 
 
-def trainer(name: str, s: Settings, seed: int, device: torch.device):
+def trainer(name: str, s: Settings, seed: int, device: torch.device,
+            num_train: Optional[int] = None):
     r"""``(model, optimizer, scheduler)`` of ``name`` as the study trains it: seeded
     initialisation, AdamW, one linear warm-up epoch, then a cosine decay over
-    ``s.epochs`` epochs (the scheduler steps once per training step). AdamW runs its
+    ``s.epochs`` epochs of ``num_train`` molecules (by default ``s.train_size``; the
+    scheduler steps once per training step). AdamW runs its
     multi-tensor (``foreach``) implementation: the same updates, bit for bit, as the
     per-tensor loop that is torch's CPU default, at about 0.7x its time here."""
-    steps_per_epoch = math.ceil(s.train_size / s.batch_size)
+    steps_per_epoch = math.ceil((num_train or s.train_size) / s.batch_size)
     total = s.epochs * steps_per_epoch
     warm = s.warmup_epochs * steps_per_epoch
     torch.manual_seed(seed)
@@ -222,7 +224,8 @@ def run_seed(splits, s: Settings, seed: int, device: torch.device,
     is timed on its own (``collate_cpu_s``: the same list in every row of the seed).
     The validation and test batches are collated once per seed; evaluation is not
     part of the epoch time."""
-    built = {name: trainer(name, s, seed, device) for name in models}
+    built = {name: trainer(name, s, seed, device, len(splits["train"]))
+             for name in models}
     val = eval_batches(splits["val"], device)
     test = eval_batches(splits["test"], device)
     rows = {n: dict(model=n, seed=seed, params=num_params(built[n][0]), epoch_s=[],
@@ -274,7 +277,8 @@ def epoch_breakdown(splits, s: Settings, device: torch.device,
     the validation and test sets (no dropout; median of ``rounds``) with their
     collation. Run with one torch thread for CPU times that a load does not
     inflate."""
-    built = {name: trainer(name, s, seed, device) for name in models}
+    built = {name: trainer(name, s, seed, device, len(splits["train"]))
+             for name in models}
     c0 = time.process_time()
     batches = epoch_batches(splits["train"], s, seed, 0, device)
     collate = time.process_time() - c0
