@@ -10,7 +10,8 @@ one parameter budget, trained side by side for the same epochs on
 * ``gine``: the GPS layer without global attention (GINE + MLP), widened to the budget;
 * ``nesterov``: ``graphformer`` with the Nesterov dynamics (YuriiFormer).
 
-The four models train in turn, one epoch each, so that a load on the machine hits them
+The four models train in turn, one epoch each, on the same batches (each epoch's
+batches are collated once, for all of them), so that a load on the machine hits them
 alike (their ratios of seconds per epoch survive it).
 """
 from __future__ import annotations
