@@ -48,10 +48,8 @@ def main(argv=None) -> None:
     loader = DataLoader(splits["train"], batch_size=s.batch_size)
     batches = [b.to(device) for _, b in zip(range(args.steps), loader)]
     models, opts = {}, {}
-    for name in MODELS:
-        torch.manual_seed(args.seed)
-        models[name] = study.build_model(name, s).to(device)
-        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=s.lr)
+    for name in MODELS:  # the study's model and optimiser (its scheduler is not stepped)
+        models[name], opts[name], _ = study.trainer(name, s, args.seed, device)
 
     def run(name):
         for b in batches:

@@ -149,6 +149,7 @@ class CausalGraph:
         self._edge_index: Optional[Tensor] = None
         self._dense: Optional[Tensor] = None
         self._block_masks: dict = {}
+        self._head_index: dict = {}
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -382,6 +383,25 @@ class CausalGraph:
     def dense_index(self) -> Tensor:
         r"""Row of each node in the padded ``[B * T]`` layout."""
         return self.batch * self.max_length + self.position
+
+    def head_index(self, heads: int) -> Tensor:
+        r"""Row of each (node, head) pair in the padded ``[B, heads, T]`` layout,
+        flattened, ``[N * heads]`` in the order of ``[N, heads]`` rows: an ``[N, heads,
+        d]`` tensor goes into a ``[B * heads, T, d]`` layout (the batched matrices of
+        multi-head attention) with one ``index_copy_`` and back with one
+        ``index_select``. Cached per ``heads`` (every layer of a batch uses it).
+
+        Example:
+            >>> from graphformer import CausalGraph
+            >>> CausalGraph.from_lengths([1, 2]).head_index(2).tolist()  # T = 2
+            [0, 2, 4, 6, 5, 7]
+        """
+        heads = check_int("heads", heads, 1, error=ValueError)
+        if heads not in self._head_index:
+            rows = (self.batch * heads).unsqueeze(1) + torch.arange(heads, device=self.device)
+            self._head_index[heads] = (rows * self.max_length
+                                       + self.position.unsqueeze(1)).view(-1)
+        return self._head_index[heads]
 
     def to_padded(self, x: Tensor) -> Tensor:
         r"""Node features ``[N, ...]`` to the padded layout ``[B, T, ...]`` (zeros in

@@ -96,3 +96,44 @@ def test_complete_graphs_fused_path_equals_the_edge_reference(lengths):
     (ref * g).sum().backward()
     for a, b in ((q, q2), (k, k2), (v, v2)):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [[5, 2, 7], [3, 3], [1]])
+def test_head_index_pads_and_unpads_like_the_padded_layout(lengths):
+    r"""The padded kernel's layout moves: ``[N, H, d]`` rows into ``[B * H, T, d]`` at
+    ``graph.head_index(H)`` with one ``index_copy_`` and back with one
+    ``index_select``, equal to the ``to_padded`` / ``from_padded`` reference (strided
+    rows, as views of a fused projection, included)."""
+    graph = CausalGraph.from_lengths(lengths, causal=False)
+    B, T, H, d = graph.num_sequences, graph.max_length, 3, 4
+    x = torch.randn(graph.num_nodes, 2, H, d).unbind(1)[1]  # strided rows
+    index = graph.head_index(H)
+    assert index is graph.head_index(H)  # cached
+    padded = kernels._pad(x, index, B, T)
+    ref = graph.to_padded(x).transpose(1, 2).reshape(B * H, T, d)
+    assert torch.equal(padded, ref)
+    assert torch.equal(kernels._unpad(padded, index, H), x)
+    with pytest.raises(ValueError, match="heads"):
+        graph.head_index(0)
+
+
+def test_fused_paths_on_a_causal_graph_never_build_its_edge_list():
+    r"""On a CausalGraph of complete graphs the fused kernels (training with attention
+    dropout, and eval) need no edge list: the layer does not build it; per-edge inputs
+    (``attn_bias``) and the attention weights still get it, in its order."""
+    graph = CausalGraph.from_lengths([4, 2, 5], causal=False)
+    torch.manual_seed(0)
+    conv = AttentionConv(8, 4, heads=2, root_weight=False, dropout=0.5)
+    x = torch.randn(graph.num_nodes, 8)
+    for train in (True, False):
+        conv.train(train)
+        conv(x, graph)
+        assert graph._edge_index is None
+    conv.eval()
+    out, (edge_index, alpha) = conv(x, graph, return_attention_weights=True)
+    assert torch.equal(edge_index, graph.edge_index) and alpha.shape == (graph.num_edges, 2)
+    torch.testing.assert_close(out, conv(x, graph.edge_index), atol=1e-5, rtol=1e-5)
+    bias = torch.randn(graph.num_edges, 2)
+    torch.testing.assert_close(conv(x, graph, attn_bias=bias),
+                               conv(x, graph.edge_index, attn_bias=bias), atol=1e-5,
+                               rtol=1e-5)

@@ -10,15 +10,17 @@ one parameter budget, trained side by side for the same epochs on
 * ``gine``: the GPS layer without global attention (GINE + MLP), widened to the budget;
 * ``nesterov``: ``graphformer`` with the Nesterov dynamics (YuriiFormer).
 
-The four models train in turn, one epoch each, so that a load on the machine hits them
+The four models train in turn, one epoch each, on the same batches (each epoch's
+batches are collated once, for all of them), so that a load on the machine hits them
 alike (their ratios of seconds per epoch survive it).
 """
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -175,43 +177,77 @@ def memory_step(model: nn.Module, batch, device) -> int:
     return peak_memory(step, device)
 
 
+def trainer(name: str, s: Settings, seed: int, device: torch.device,
+            num_train: Optional[int] = None):
+    r"""``(model, optimizer, scheduler)`` of ``name`` as the study trains it: seeded
+    initialisation, AdamW, one linear warm-up epoch, then a cosine decay over
+    ``s.epochs`` epochs of ``num_train`` molecules (by default ``s.train_size``; the
+    scheduler steps once per training step). AdamW runs its
+    multi-tensor (``foreach``) implementation: the same updates, bit for bit, as the
+    per-tensor loop that is torch's CPU default, at about 0.7x its time here."""
+    steps_per_epoch = math.ceil((num_train or s.train_size) / s.batch_size)
+    total = s.epochs * steps_per_epoch
+    warm = s.warmup_epochs * steps_per_epoch
+    torch.manual_seed(seed)
+    model = build_model(name, s).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
+                            foreach=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / max(1, warm)) * 0.5 *
+        (1 + math.cos(math.pi * min(1.0, i / max(1, total)))))
+    return model, opt, sched
+
+
+def epoch_batches(train, s: Settings, seed: int, epoch: int, device: torch.device) -> List:
+    r"""The training batches of ``epoch``, collated (and moved to ``device``) once: a
+    shuffle seeded by ``(seed, epoch)``, so every model of the study trains on the same
+    batches in the same order."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    loader = DataLoader(train, batch_size=s.batch_size, shuffle=True, generator=g)
+    return [data.to(device) for data in loader]
+
+
+def eval_batches(split, device: torch.device, batch_size: int = 256) -> List:
+    r"""The batches of a validation or test split, collated once (no shuffle)."""
+    return [data.to(device) for data in DataLoader(split, batch_size=batch_size)]
+
+
 def run_seed(splits, s: Settings, seed: int, device: torch.device,
              models: List[str] = MODELS, progress: Optional[Callable[[str], None]] = None
              ) -> List[Dict]:
     r"""Trains every model of ``models`` with ``seed`` for ``s.epochs`` epochs, one
     epoch of each in turn; returns one row per model (test MAE at the best validation
-    epoch, wall and CPU seconds per training epoch, parameters)."""
-    built, opts, scheds = {}, {}, {}
-    steps_per_epoch = math.ceil(len(splits["train"]) / s.batch_size)
-    total = s.epochs * steps_per_epoch
-    warm = s.warmup_epochs * steps_per_epoch
-    for name in models:
-        torch.manual_seed(seed)
-        built[name] = build_model(name, s).to(device)
-        opts[name] = torch.optim.AdamW(built[name].parameters(), lr=s.lr,
-                                       weight_decay=s.weight_decay)
-        scheds[name] = torch.optim.lr_scheduler.LambdaLR(
-            opts[name], lambda i: min(1.0, (i + 1) / max(1, warm)) * 0.5 *
-            (1 + math.cos(math.pi * min(1.0, i / max(1, total)))))
-    val = DataLoader(splits["val"], batch_size=256)
-    test = DataLoader(splits["test"], batch_size=256)
-    rows = {n: dict(model=n, seed=seed, params=num_params(built[n]), epoch_s=[],
-                    epoch_cpu_s=[], val_mae=[], test_mae=[], train_loss=[])
+    epoch, wall and CPU seconds per training epoch, parameters).
+
+    Each epoch's batches are collated once (:func:`epoch_batches`) and every model
+    trains on them: a model's epoch time (``epoch_s``, ``epoch_cpu_s``) is its training
+    steps and scheduler steps on those batches; the collation, shared by all models,
+    is timed on its own (``collate_cpu_s``: the same list in every row of the seed).
+    The validation and test batches are collated once per seed; evaluation is not
+    part of the epoch time."""
+    built = {name: trainer(name, s, seed, device, len(splits["train"]))
+             for name in models}
+    val = eval_batches(splits["val"], device)
+    test = eval_batches(splits["test"], device)
+    rows = {n: dict(model=n, seed=seed, params=num_params(built[n][0]), epoch_s=[],
+                    epoch_cpu_s=[], collate_cpu_s=[], val_mae=[], test_mae=[],
+                    train_loss=[])
             for n in models}
     for epoch in range(s.epochs):
+        c0 = time.process_time()
+        batches = epoch_batches(splits["train"], s, seed, epoch, device)
+        collate = time.process_time() - c0
         for name in models:
-            g = torch.Generator().manual_seed(seed * 1000 + epoch)  # same batches for all
-            loader = DataLoader(splits["train"], batch_size=s.batch_size, shuffle=True,
-                                generator=g)
-            model, opt, sched = built[name], opts[name], scheds[name]
+            model, opt, sched = built[name]
             t0, c0, losses = time.perf_counter(), time.process_time(), []
-            for data in loader:
-                losses.append(train_step(model, data.to(device), opt))
+            for data in batches:
+                losses.append(train_step(model, data, opt))
                 sched.step()
             rows[name]["epoch_s"].append(time.perf_counter() - t0)
             # CPU time of this process: what a shared machine's load does not inflate
             # (with one torch thread per process, the benchmark's default)
             rows[name]["epoch_cpu_s"].append(time.process_time() - c0)
+            rows[name]["collate_cpu_s"].append(collate)
             rows[name]["train_loss"].append(sum(losses) / len(losses))
             rows[name]["val_mae"].append(mae(model, val, device))
             rows[name]["test_mae"].append(mae(model, test, device))
@@ -224,9 +260,57 @@ def run_seed(splits, s: Settings, seed: int, device: torch.device,
         best = min(range(s.epochs), key=lambda e: r["val_mae"][e])
         r.update(best_epoch=best + 1, test=r["test_mae"][best], val=r["val_mae"][best],
                  s_per_epoch=sum(r["epoch_s"]) / len(r["epoch_s"]),
-                 cpu_s_per_epoch=sum(r["epoch_cpu_s"]) / len(r["epoch_cpu_s"]))
+                 cpu_s_per_epoch=sum(r["epoch_cpu_s"]) / len(r["epoch_cpu_s"]),
+                 collate_cpu_s_per_epoch=sum(r["collate_cpu_s"]) / len(r["collate_cpu_s"]))
         out.append(r)
     return out
+
+
+def epoch_breakdown(splits, s: Settings, device: torch.device,
+                    models: Sequence[str] = ("graphformer", "gpsconv"), seed: int = 0,
+                    steps: Optional[int] = None, rounds: int = 3) -> Dict:
+    r"""CPU seconds of the parts of one training epoch of the study (the first, of
+    ``seed``), for each model of ``models``, timed interleaved in this process (batch
+    by batch, the models' order alternating), so that the ratios survive a load on
+    the machine: the collation of the epoch's batches (shared), each model's training
+    steps (forward, backward, AdamW) and scheduler steps on the first ``steps``
+    batches (all by default, scaled to the whole epoch), and the evaluation passes on
+    the validation and test sets (no dropout; median of ``rounds``) with their
+    collation. Run with one torch thread for CPU times that a load does not
+    inflate."""
+    built = {name: trainer(name, s, seed, device, len(splits["train"]))
+             for name in models}
+    c0 = time.process_time()
+    batches = epoch_batches(splits["train"], s, seed, 0, device)
+    collate = time.process_time() - c0
+    used = batches[:steps] if steps else batches
+    train = {n: 0.0 for n in models}
+    sched = {n: 0.0 for n in models}
+    for i, data in enumerate(used):
+        for name in (models if i % 2 == 0 else models[::-1]):
+            model, opt, scheduler = built[name]
+            c0 = time.process_time()
+            train_step(model, data, opt)
+            c1 = time.process_time()
+            scheduler.step()
+            train[name] += c1 - c0
+            sched[name] += time.process_time() - c1
+    scale = len(batches) / len(used)
+    c0 = time.process_time()
+    evals = eval_batches(splits["val"], device) + eval_batches(splits["test"], device)
+    eval_collate = time.process_time() - c0
+    evaluation = {n: [] for n in models}
+    for _ in range(rounds):
+        for name in models:
+            c0 = time.process_time()
+            mae(built[name][0], evals, device)
+            evaluation[name].append(time.process_time() - c0)
+    rows = [dict(model=n, train_s=train[n] * scale, sched_s=sched[n] * scale,
+                 ms_per_step=1e3 * train[n] / len(used),
+                 eval_s=statistics.median(evaluation[n]))
+            for n in models]
+    return dict(batches=len(batches), timed_steps=len(used), collate_s=collate,
+                eval_collate_s=eval_collate, rows=rows)
 
 
 def memory_rows(splits, s: Settings, device: torch.device,

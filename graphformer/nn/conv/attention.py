@@ -368,7 +368,7 @@ class AttentionConv(MessagePassing):
                                  attn_bias=bias, size=inputs.size)
         else:
             out = kernels.attention(q, k, v, inputs.graph, kernel or self.kernel,
-                                    edge_index=inputs.edge_index, edge_kv=ekv, bias=bias,
+                                    edge_index=inputs.edge_list, edge_kv=ekv, bias=bias,
                                     bipartite=inputs.bipartite, dropout=self.dropout,
                                     training=self.training)
         out = self.combine(out, inputs.x_dst)
@@ -391,7 +391,7 @@ class AttentionConv(MessagePassing):
         if inputs.x_src is None:
             return inputs, None, None, None
         ekv = self.edge_term(edge_attr, inputs)
-        bias = self.score_bias(attn_bias, inputs.num_edges)
+        bias = None if attn_bias is None else self.score_bias(attn_bias, inputs.num_edges)
         source = (inputs.x_src, inputs.x_dst) if inputs.bipartite else inputs.x_src
         return inputs, ekv, bias, source
 

@@ -139,7 +139,7 @@ class DiffAttentionConv(AttentionConv):
         else:
             kernel = kernel or self.kernel
             run = lambda q, k: kernels.attention(  # noqa: E731
-                q, k, v, inputs.graph, kernel, edge_index=inputs.edge_index, edge_kv=ekv,
+                q, k, v, inputs.graph, kernel, edge_index=inputs.edge_list, edge_kv=ekv,
                 bias=bias, bipartite=inputs.bipartite, dropout=self.dropout,
                 training=self.training)
             out = run(q1, k1) - lam * run(q2, k2)

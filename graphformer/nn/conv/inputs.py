@@ -91,18 +91,25 @@ class LayerInputs:
             (to_hetero's form for a node type that is only ever a source): then no
             message is sent, every target is treated as a node without incoming edges.
         graph: what the kernels run on: a :class:`CausalGraph` or a ``[2, E]`` tensor.
-        edge_index: the ``[2, E]`` edge list (sources, targets) whose order per-edge
-            inputs (``edge_attr``, ``attn_bias``) follow; ``graph.edge_index`` for a
-            :class:`CausalGraph` given as such.
+        edge_list: the ``[2, E]`` edge list as given (sources, targets), whose order
+            per-edge inputs (``edge_attr``, ``attn_bias``) follow; ``None`` for a
+            :class:`CausalGraph` given as such, whose own edge list is built only when
+            something asks for :attr:`edge_index` (the fused kernels never do).
         values: the values of a sparse adjacency (in ``edge_index`` order), else ``None``.
         bipartite: ``True`` for an ``(x_src, x_dst)`` pair.
     """
     x_src: Optional[Tensor]
     x_dst: Tensor
     graph: GraphLike
-    edge_index: Tensor
+    edge_list: Optional[Tensor]
     values: Optional[Tensor]
     bipartite: bool
+
+    @property
+    def edge_index(self) -> Tensor:
+        r"""The ``[2, E]`` edge list whose order per-edge inputs follow:
+        :attr:`edge_list`, or the :class:`CausalGraph`'s ``edge_index``."""
+        return self.graph.edge_index if self.edge_list is None else self.edge_list
 
     @property
     def size(self) -> Tuple[Optional[int], int]:
@@ -190,7 +197,7 @@ def prepare_inputs(x: Union[Tensor, Sequence[Tensor]], edge_index: object,
     values = None
     if isinstance(edge_index, CausalGraph):
         check_input(x_src, edge_index, -1)
-        return LayerInputs(x_src, x_dst, edge_index, edge_index.edge_index, None, False)
+        return LayerInputs(x_src, x_dst, edge_index, None, None, False)
     if is_sparse_adjacency(edge_index):
         edge_index, values = _sparse_to_edge_index(edge_index, (n_dst, n_src))
         edge_index = edge_index.to(x_src.device)
