@@ -13,7 +13,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -25,16 +24,15 @@ from graphformer.studies import molecules as study
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in fields(study.Settings):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f"(default: {f.default})")
-    p.add_argument("--models", default="graphformer,gpsconv",
+    study.add_settings_arguments(p)
+    p.add_argument("--models", default=",".join(study.BREAKDOWN_MODELS),
                    help=f"comma-separated, of: {', '.join(study.MODELS)} (default: "
-                        "graphformer,gpsconv)")
+                        f"{','.join(study.BREAKDOWN_MODELS)})")
     p.add_argument("--steps", type=int, default=0,
                    help="training steps timed (scaled to the epoch); 0: the whole epoch")
-    p.add_argument("--rounds", type=int, default=3, help="evaluation rounds (median)")
-    p.add_argument("--data", type=Path, default=Path("results/molecules_data"))
+    p.add_argument("--rounds", type=int, default=study.BREAKDOWN_ROUNDS,
+                   help=f"evaluation rounds (median; default: {study.BREAKDOWN_ROUNDS})")
+    p.add_argument("--data", type=Path, default=study.DATA_ROOT)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/gps_epoch"))
@@ -78,7 +76,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     device = resolve_device(args.device)
-    s = study.Settings(**{f.name: getattr(args, f.name) for f in fields(study.Settings)})
+    s = study.settings_from_args(args)
     splits = study.load_splits(str(args.data), s)
     result = study.epoch_breakdown(splits, s, device, args.models, seed=args.seed,
                                    steps=args.steps or None, rounds=args.rounds)

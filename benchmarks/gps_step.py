@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -32,18 +31,17 @@ MODELS = study.MODELS
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in fields(study.Settings):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    study.add_settings_arguments(p)
     p.add_argument("--steps", type=int, default=3, help="batches per round")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds (median)")
-    p.add_argument("--data", type=Path, default=Path("results/molecules_data"))
+    p.add_argument("--data", type=Path, default=study.DATA_ROOT)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/gps_step"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     device = resolve_device(args.device)
-    s = study.Settings(**{f.name: getattr(args, f.name) for f in fields(study.Settings)})
+    s = study.settings_from_args(args)
     splits = study.load_splits(str(args.data), s)
     loader = DataLoader(splits["train"], batch_size=s.batch_size)
     batches = [b.to(device) for _, b in zip(range(args.steps), loader)]

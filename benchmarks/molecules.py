@@ -6,7 +6,8 @@ and the same epochs, on the ZINC-style set of
 A thin command line over :mod:`graphformer.studies.molecules`. Reports test MAE
 (mean ± std over seeds, at each run's best validation epoch), seconds per training epoch
 (each model's training steps on the epoch's batches, which are collated once for all
-models; the collation is reported on its own), and the peak memory of one training step on a batch of 128 molecules; writes
+models; the collation is reported on its own), and the peak memory of one training step
+on a batch of 128 molecules; writes
 ``OUT/molecules.{json,csv,md}`` and ``OUT/molecules.png``.
 
 Examples::
@@ -24,7 +25,6 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -39,14 +39,12 @@ from graphformer.io import write_text_atomic
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(study.Settings):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f"(default: {f.default})")
+    study.add_settings_arguments(p)
     p.add_argument("--models", default=",".join(study.MODELS),
                    help=f"comma-separated, of: {', '.join(study.MODELS)}")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--seed", type=int, help="a single seed (same as --seeds N)")
-    p.add_argument("--data", type=Path, default=Path("results/molecules_data"),
+    p.add_argument("--data", type=Path, default=study.DATA_ROOT,
                    help="cache folder of the data set (built on first use)")
     p.add_argument("--workers", type=int, default=3,
                    help="seeds trained in parallel processes (default: 3, one per seed)")
@@ -64,15 +62,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def settings(args) -> study.Settings:
-    return study.Settings(**{f.name: getattr(args, f.name) for f in fields(study.Settings)})
 
 
 def run_seed(args, seed: int):
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    splits = study.load_splits(str(args.data), settings(args))
-    return study.run_seed(splits, settings(args), seed, device, args.models)
+    splits = study.load_splits(str(args.data), study.settings_from_args(args))
+    return study.run_seed(splits, study.settings_from_args(args), seed, device, args.models)
 
 
 def summary(rows, memory, models):
@@ -147,7 +143,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     t0 = time.time()
-    s = settings(args)
+    s = study.settings_from_args(args)
     splits = study.load_splits(str(args.data), s, progress=True)  # builds the cache once
     print(f"data: {splits['train'].info}", file=sys.stderr)
     memory = study.memory_rows(splits, s, device, args.models)

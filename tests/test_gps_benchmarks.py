@@ -79,7 +79,7 @@ def test_gps_epoch_bad_command_lines(load_benchmark, argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_every_model_trains_on_the_epochs_batches_collated_once(data):
+def test_every_model_trains_on_the_epochs_batches_collated_once(data, monkeypatch):
     s = study.Settings(**SIZES)
     splits = study.load_splits(str(data), s)
     cpu = torch.device("cpu")
@@ -90,8 +90,22 @@ def test_every_model_trains_on_the_epochs_batches_collated_once(data):
     assert sorted(smiles) == sorted(g.smiles for g in splits["train"])
     assert smiles != [m for batch in study.epoch_batches(splits["train"], s, 0, 0, cpu)
                       for m in batch.smiles]
+    collated, seen = [], {}
+    real_batches, real_step = study.epoch_batches, study.train_step
+
+    def batches(*args):
+        collated.append(real_batches(*args))
+        return collated[-1]
+
+    def step(model, data, optimizer):  # the batches each model trains on, by model
+        seen.setdefault(id(model), []).append(id(data))
+        return real_step(model, data, optimizer)
+    monkeypatch.setattr(study, "epoch_batches", batches)
+    monkeypatch.setattr(study, "train_step", step)
     rows = study.run_seed(splits, s, 0, cpu, ["graphformer", "gpsconv"])
-    assert rows[0]["collate_cpu_s"] == rows[1]["collate_cpu_s"]  # one collation, shared
+    assert len(collated) == 2  # one collation an epoch, for both models
+    expected = [id(b) for epoch in collated for b in epoch]
+    assert len(seen) == 2 and all(ids == expected for ids in seen.values())
     for r in rows:
         assert len(r["epoch_cpu_s"]) == 2 and r["collate_cpu_s_per_epoch"] > 0
         assert r["best_epoch"] in (1, 2) and r["test"] == r["test_mae"][r["best_epoch"] - 1]

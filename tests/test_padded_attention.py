@@ -61,6 +61,13 @@ def test_dropout_keep_is_bernoulli():
     keep = kernels.dropout_keep((200_000,), 0.3, torch.device("cpu"))
     assert keep.dtype == torch.bool
     assert abs(keep.float().mean().item() - 0.7) < 0.005
+    assert kernels.dropout_keep((1000,), 0.0, torch.device("cpu")).all()
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, -0.1])
+def test_dropout_keep_refuses_a_probability_outside_0_1(p):
+    with pytest.raises(ValueError, match="dropout probability must be in"):
+        kernels.dropout_keep((10,), p, torch.device("cpu"))
 
 
 def test_attention_conv_trains_through_the_padded_kernel_and_evaluates_exactly():

@@ -19,7 +19,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+import argparse
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -34,8 +36,14 @@ from graphformer.device import peak_memory
 from graphformer.models import HybridModel
 from graphformer.nn.conv.registry import build_conv
 from graphformer.nn.encoders import FeatureEmbedding, RWSEEncoder
+from graphformer.schedule import warmup_cosine
 
 MODELS = ("graphformer", "gpsconv", "gine", "nesterov")
+#: Where the command lines cache the data set (built on first use).
+DATA_ROOT = Path("results/molecules_data")
+#: :func:`epoch_breakdown`'s models and evaluation rounds by default.
+BREAKDOWN_MODELS = ("graphformer", "gpsconv")
+BREAKDOWN_ROUNDS = 3
 
 
 @dataclass
@@ -156,6 +164,18 @@ def load_splits(root: str, s: Settings, seed: int = 0, progress: bool = False):
             for split in ("train", "val", "test")}
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    r"""One ``--option`` per :class:`Settings` field, its default the field's."""
+    for f in fields(Settings):
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
+                            default=f.default, help=f"(default: {f.default})")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    r"""The :class:`Settings` of the options :func:`add_settings_arguments` added."""
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+
+
 def train_step(model, data, optimizer) -> float:
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -180,8 +200,10 @@ def memory_step(model: nn.Module, batch, device) -> int:
 def trainer(name: str, s: Settings, seed: int, device: torch.device,
             num_train: Optional[int] = None):
     r"""``(model, optimizer, scheduler)`` of ``name`` as the study trains it: seeded
-    initialisation, AdamW, one linear warm-up epoch, then a cosine decay over
-    ``s.epochs`` epochs of ``num_train`` molecules (by default ``s.train_size``; the
+    initialisation, AdamW, ``s.warmup_epochs`` of linear warm-up, then a cosine decay to
+    0 at the end of ``s.epochs`` epochs of ``num_train`` molecules
+    (:func:`~graphformer.schedule.warmup_cosine`: the shape of GraphGPS's
+    ``cosine_with_warmup``) (by default ``s.train_size``; the
     scheduler steps once per training step). AdamW runs its
     multi-tensor (``foreach``) implementation: the same updates, bit for bit, as the
     per-tensor loop that is torch's CPU default, at about 0.7x its time here."""
@@ -192,9 +214,7 @@ def trainer(name: str, s: Settings, seed: int, device: torch.device,
     model = build_model(name, s).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             foreach=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / max(1, warm)) * 0.5 *
-        (1 + math.cos(math.pi * min(1.0, i / max(1, total)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: warmup_cosine(i, total, warm))
     return model, opt, sched
 
 
@@ -267,8 +287,8 @@ def run_seed(splits, s: Settings, seed: int, device: torch.device,
 
 
 def epoch_breakdown(splits, s: Settings, device: torch.device,
-                    models: Sequence[str] = ("graphformer", "gpsconv"), seed: int = 0,
-                    steps: Optional[int] = None, rounds: int = 3) -> Dict:
+                    models: Sequence[str] = BREAKDOWN_MODELS, seed: int = 0,
+                    steps: Optional[int] = None, rounds: int = BREAKDOWN_ROUNDS) -> Dict:
     r"""CPU seconds of the parts of one training epoch of the study (the first, of
     ``seed``), for each model of ``models``, timed interleaved in this process (batch
     by batch, the models' order alternating), so that the ratios survive a load on
