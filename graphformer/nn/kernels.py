@@ -323,6 +323,24 @@ def edge_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,
     return _EdgeAttention.apply(q, k, v, src, dst, keep, int(chunk), edge_kv, bias)
 
 
+def _scatter_rows(x: Tensor, index: Tensor, rows: int) -> Tensor:
+    r"""Rows ``[N, ...]`` of ``x`` into a zero ``[rows, ...]`` tensor at ``index`` (one
+    ``index_copy_``)."""
+    return x.new_zeros(rows, *x.shape[1:]).index_copy_(0, index, x)
+
+
+def _heads_to_padded(x: Tensor, index: Tensor, B: int, T: int) -> Tensor:
+    r"""``[N, H, d]`` rows to the ``[B, H, T, d]`` layout at the graph's ``dense_index``."""
+    return _scatter_rows(x, index, B * T).view(B, T, *x.shape[1:]).transpose(1, 2)
+
+
+def _padded_to_heads(x: Tensor, index: Tensor) -> Tensor:
+    r"""The inverse of :func:`_heads_to_padded`: ``[B, H, T, d]`` to the ``[N, H, d]``
+    rows (one ``index_select``)."""
+    B, H, T, d = x.shape
+    return x.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)
+
+
 class _ToPadded(torch.autograd.Function):
     r"""Rows ``[N, ...]`` into a zero ``[R, ...]`` layout at ``index``; saves only the
     index (autograd's ``index_copy`` keeps its source alive: for ``q, k, v`` as views
@@ -331,7 +349,7 @@ class _ToPadded(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, index: Tensor, rows: int) -> Tensor:
         ctx.save_for_backward(index)
-        return x.new_zeros(rows, *x.shape[1:]).index_copy_(0, index, x)
+        return _scatter_rows(x, index, rows)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -386,12 +404,10 @@ class _CompleteFlash(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, index: Tensor, B: int, T: int,
                 key_bias: Tensor) -> Tensor:
-        H, d = q.shape[1:]
-        qp, kp, vp = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
-                      .view(B, T, H, d).transpose(1, 2) for x in (q, k, v))
+        qp, kp, vp = (_heads_to_padded(x, index, B, T) for x in (q, k, v))
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             qp, kp, vp, 0.0, False, attn_mask=key_bias)
-        rows = out.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)
+        rows = _padded_to_heads(out, index)
         ctx.save_for_backward(qp, kp, vp, rows, lse, index, key_bias)
         ctx.B, ctx.T = B, T
         return rows
@@ -400,14 +416,11 @@ class _CompleteFlash(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         qp, kp, vp, rows, lse, index, key_bias = ctx.saved_tensors
-        B, T = ctx.B, ctx.T
-        H, d = rows.shape[1:]
-        out, g = (x.new_zeros(B * T, H, d).index_copy_(0, index, x)
-                  .view(B, T, H, d).transpose(1, 2) for x in (rows, grad))
+        out, g = (_heads_to_padded(x, index, ctx.B, ctx.T) for x in (rows, grad))
         gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             g, qp, kp, vp, out, lse, 0.0, False, attn_mask=key_bias)
-        unpad = lambda x: x.transpose(1, 2).reshape(B * T, H, d).index_select(0, index)  # noqa: E731
-        return unpad(gq), unpad(gk), unpad(gv), None, None, None, None
+        return (_padded_to_heads(gq, index), _padded_to_heads(gk, index),
+                _padded_to_heads(gv, index), None, None, None, None)
 
 
 def _masked_rows(graph: CausalGraph) -> Tuple[Tensor, Optional[Tensor]]:
@@ -464,8 +477,7 @@ def _pad(x: Tensor, index: Tensor, B: int, T: int) -> Tensor:
     ``N * H`` contiguous rows of ``d`` (an indexed copy at ``(batch, :, position)``
     took 1.4x the time)."""
     N, H, d = x.shape
-    out = x.new_zeros(B * H * T, d).index_copy_(0, index, x.reshape(N * H, d))
-    return out.view(B * H, T, d)
+    return _scatter_rows(x.reshape(N * H, d), index, B * H * T).view(B * H, T, d)
 
 
 def _unpad(x: Tensor, index: Tensor, H: int) -> Tensor:
