@@ -15,19 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch_geometric.loader import DataLoader
-from tqdm import tqdm
 
 from graphformer.device import resolve_device
 from graphformer.io import write_json_atomic
 from graphformer.studies import molecules as study
-
-MODELS = study.MODELS
-
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -45,24 +40,11 @@ def main(argv=None) -> None:
     splits = study.load_splits(str(args.data), s)
     loader = DataLoader(splits["train"], batch_size=s.batch_size)
     batches = [b.to(device) for _, b in zip(range(args.steps), loader)]
-    models, opts = {}, {}
-    for name in MODELS:  # the study's model and optimiser (its scheduler is not stepped)
-        models[name], opts[name], _ = study.trainer(name, s, args.seed, device)
-
-    def run(name):
-        for b in batches:
-            study.train_step(models[name], b, opts[name])
-    for name in MODELS:  # warm-up
-        run(name)
-    times = {n: [] for n in MODELS}
-    for _ in tqdm(range(args.rounds), desc="rounds"):
-        for name in MODELS:
-            t0 = time.process_time()
-            run(name)
-            times[name].append((time.process_time() - t0) / len(batches))
-    memory = study.memory_rows(splits, s, device, list(MODELS))
+    built = {name: study.trainer(name, s, args.seed, device) for name in study.MODELS}
+    times = study.step_times(built, batches, args.rounds)
+    memory = study.memory_rows(splits, s, device, list(study.MODELS))
     rows = []
-    for name in MODELS:
+    for name in study.MODELS:
         ratio = statistics.median(a / b for a, b in zip(times[name], times["gpsconv"]))
         rows.append(dict(model=name, ms_per_step=1e3 * statistics.median(times[name]),
                          ratio=ratio, speedup=1 / ratio, peak_mib=memory[name] / 2 ** 20))

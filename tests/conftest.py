@@ -51,6 +51,14 @@ def load_benchmark():
 
 
 @pytest.fixture
+def one_thread():
+    r"""Restores torch's thread count after a test whose command line sets it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def eager_flex(monkeypatch):
     r"""FlexAttention without ``torch.compile``: the same mask semantics (BlockMask +
     ``mask_mod``) in PyTorch's unfused implementation, fast on tiny CPU graphs (compiling

@@ -29,13 +29,6 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gps_step_writes_its_table_and_json(load_benchmark, data, tmp_path, capsys,
                                             one_thread):
     step = load_benchmark("gps_step")

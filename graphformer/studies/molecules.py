@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GINEConv, GPSConv, global_add_pool
+from tqdm import tqdm
 
 from graphformer.datasets.molecules import (NUM_ATOM_TYPES, NUM_BOND_TYPES,
                                             MolecularRegression)
@@ -331,6 +332,24 @@ def epoch_breakdown(splits, s: Settings, device: torch.device,
             for n in models]
     return dict(batches=len(batches), timed_steps=len(used), collate_s=collate,
                 eval_collate_s=eval_collate, rows=rows)
+
+
+def step_times(built: Dict[str, tuple], batches: Sequence, rounds: int) -> Dict[str, List[float]]:
+    r"""CPU seconds per training step of each model of ``built`` (``name -> (model,
+    optimizer, scheduler)`` as :func:`trainer` makes them; the scheduler is not stepped),
+    one value a round: each round trains every model on all ``batches`` in turn, so a
+    load on the machine hits them alike. One untimed round first warms them up."""
+    for model, opt, _ in built.values():
+        for data in batches:
+            train_step(model, data, opt)
+    times = {name: [] for name in built}
+    for _ in tqdm(range(rounds), desc="rounds"):
+        for name, (model, opt, _) in built.items():
+            c0 = time.process_time()
+            for data in batches:
+                train_step(model, data, opt)
+            times[name].append((time.process_time() - c0) / len(batches))
+    return times
 
 
 def memory_rows(splits, s: Settings, device: torch.device,
