@@ -37,8 +37,9 @@ def parser() -> argparse.ArgumentParser:
         help=f"of {join(transfer.PYG_MODELS)} (default {join(d.transfer_models)})")
     add("--depths", type=ints, help=f"tree depths, 2..{study.MAX_TREE_DEPTH} "
                                     f"(default {join(d.depths)})")
+    per_topology = "; ".join(f"{t} {join(v)}" for t, v in d.distances.items())
     add("--distances", type=ints, help=f"transfer distances of every topology, "
-        f"{transfer.MIN_DISTANCE}..{transfer.MAX_DISTANCE} (default " + "; ".join(f"{t} {join(v)}" for t, v in d.distances.items()) + ")")
+        f"{transfer.MIN_DISTANCE}..{transfer.MAX_DISTANCE} (default {per_topology})")
     add("--lengths", type=ints, help=f"sequence lengths (default {join(d.lengths)})")
     add("--seeds", type=ints, help=f"seeds of every task (default: trees {join(d.seeds)}, "
                                    f"transfer {join(d.transfer_seeds)})")
